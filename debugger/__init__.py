@@ -1,0 +1,1 @@
+"""debugger package (see docs/ARCHITECTURE.md)."""

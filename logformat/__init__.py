@@ -1,0 +1,74 @@
+"""The compressed, indexed log of an immortal instance, and its checkpoints.
+
+This package knows nothing of immortals: it stores sequences of msgpack records in frames
+(one frame per group commit), indexes them with lmdb, and keeps state snapshots. The runtime
+writes logs; the replayer, the debugger and the upgrade tools read them, often while they grow.
+``FORMAT.md`` beside this file is the byte-level specification.
+
+Typical use::
+
+    with LogWriter.open(path, create=LogMeta("server", "app.py:Server", "1")) as log:
+        log.append([{"kind": "call", "args": [1]}])
+    with LogReader(path) as log:
+        for record in log.records():
+            ...
+"""
+
+from ._checkpoint import CheckpointInfo, decode_checkpoint, encode_checkpoint
+from ._errors import (
+    CheckpointError,
+    CorruptLogError,
+    FencedError,
+    FormatVersionError,
+    FrameError,
+    LogError,
+    LogLockedError,
+    LsnOutOfRangeError,
+    NotALogError,
+    PickleRefusedError,
+    ValueCodecError,
+)
+from ._frame import Frame, FrameDecoder, FrameEncoder, FrameHeader, decode_frame
+from ._meta import CodeVersion, LogMeta, read_meta
+from ._reader import LogReader, LogStats, Record
+from ._segment import Damage
+from ._values import pack_value, unpack_value
+from ._verify import VerifyReport, verify_log
+from ._writer import LogWriter, RecoveryReport, TrimReport, trim_log
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "CodeVersion",
+    "CorruptLogError",
+    "Damage",
+    "FencedError",
+    "FormatVersionError",
+    "Frame",
+    "FrameDecoder",
+    "FrameEncoder",
+    "FrameError",
+    "FrameHeader",
+    "LogError",
+    "LogLockedError",
+    "LogMeta",
+    "LogReader",
+    "LogStats",
+    "LogWriter",
+    "LsnOutOfRangeError",
+    "NotALogError",
+    "PickleRefusedError",
+    "Record",
+    "RecoveryReport",
+    "TrimReport",
+    "ValueCodecError",
+    "VerifyReport",
+    "decode_checkpoint",
+    "decode_frame",
+    "encode_checkpoint",
+    "pack_value",
+    "read_meta",
+    "trim_log",
+    "unpack_value",
+    "verify_log",
+]

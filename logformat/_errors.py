@@ -1,0 +1,100 @@
+"""The exception tree of ``logformat``.
+
+Every error this package raises on purpose derives from :class:`LogError`, so a tool can
+catch one class at its boundary and print one clear line::
+
+    LogError
+    ├── NotALogError          the path is not a log directory (no meta file, wrong magic)
+    ├── FormatVersionError    the log or a frame needs a newer reader than this one
+    ├── LogLockedError        another live process holds the log's writer lock
+    ├── FencedError           an append with an epoch older than one already durable
+    ├── CorruptLogError       a damaged frame that is not a torn tail (names file, offset, LSNs)
+    ├── FrameError            bytes that do not decode as a frame (sans-IO decoder level)
+    ├── ValueCodecError       a value that cannot be encoded, or bytes that do not decode
+    ├── CheckpointError       a missing or damaged checkpoint file
+    │   └── PickleRefusedError  a pickled checkpoint loaded without opting in
+    └── LsnOutOfRangeError    an LSN below the log's start or above its end
+
+Errors caused by the bytes on disk (the "remote" side, in h11's terms) carry where they were
+found, so the message alone tells a person which file to look at.
+"""
+
+from __future__ import annotations
+
+
+class LogError(Exception):
+    """Base class of every error raised by ``logformat``."""
+
+
+class NotALogError(LogError):
+    """The path exists but is not an immortals log directory."""
+
+
+class FormatVersionError(LogError):
+    """The data was written by a newer format than this reader understands."""
+
+
+class LogLockedError(LogError):
+    """Another live process is writing this log; only one writer may hold it."""
+
+
+class FencedError(LogError):
+    """A writer with an older epoch tried to append after a newer epoch became durable."""
+
+
+class FrameError(LogError):
+    """Bytes that are not a valid frame. Raised by the sans-IO decoder, which knows no files."""
+
+
+class CorruptLogError(LogError):
+    """A damaged frame in the middle of a log: never skipped, always reported.
+
+    ``first_lsn``/``last_lsn`` bound the records that cannot be read (``last_lsn`` is ``None``
+    when the end of the damaged range cannot be known).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str,
+        offset: int,
+        first_lsn: int | None,
+        last_lsn: int | None,
+    ) -> None:
+        self.reason = reason
+        self.file = file
+        self.offset = offset
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
+        super().__init__(
+            f"{file}: damaged frame at byte {offset} "
+            f"(LSN {_range(first_lsn, last_lsn)}): {reason}. "
+            "Run `immortals log verify` on the log for a full report."
+        )
+
+
+class ValueCodecError(LogError):
+    """A value that the state/record codec cannot encode, or bytes it cannot decode."""
+
+
+class CheckpointError(LogError):
+    """A checkpoint file is missing, damaged, or of an unknown format."""
+
+
+class PickleRefusedError(CheckpointError):
+    """Loading this checkpoint would unpickle data, which runs code; the caller did not opt in."""
+
+
+class LsnOutOfRangeError(LogError, IndexError):
+    """An LSN outside the range the log holds."""
+
+
+def _range(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "unknown"
+    if last is None:
+        return f"{first}..?"
+    if first == last:
+        return str(first)
+    return f"{first}..{last}"

@@ -1,0 +1,196 @@
+"""What a log directory holds on disk, and the one routine that brings the index up to date.
+
+Both the writer and the readers call :func:`catch_up`: it validates the index against the
+segments, rebuilds it when it cannot be trusted, and scans whatever frames lie past its
+``covered`` mark. The damage it meets is returned, not raised: what damage means depends on who
+asks (the writer cuts a torn tail, a reader waits at it, ``verify`` reports it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import FormatVersionError, FrameError
+from ._frame import HEADER_SIZE
+from ._index import Coverage, FrameLoc, LogIndex
+from ._segment import (
+    SEGMENT_HEADER_SIZE,
+    Damage,
+    parse_segment_header,
+    parse_segment_name,
+    scan_segment,
+)
+
+_INDEX_BATCH = 20_000  # frames per index transaction while catching up
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFile:
+    first_lsn: int
+    path: Path
+
+
+@dataclass(slots=True)
+class CatchUp:
+    """The result of bringing the index up to the segments."""
+
+    next_lsn: int
+    max_epoch: int
+    last_wall_ns: int
+    end_segment: SegmentFile | None
+    end_offset: int
+    damage: list[tuple[Path, Damage]] = field(default_factory=list)
+    rebuilt: bool = False
+    frames_scanned: int = 0
+
+
+def list_segments(log_dir: Path) -> list[SegmentFile]:
+    found = []
+    for entry in log_dir.iterdir():
+        first = parse_segment_name(entry.name)
+        if first is not None:
+            found.append(SegmentFile(first, entry))
+    return sorted(found, key=lambda s: s.first_lsn)
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def segment_header_damage(seg: SegmentFile, head: bytes) -> Damage | None:
+    """Damage if the segment's own header is missing, broken, or names another LSN."""
+    try:
+        header = parse_segment_header(head)
+    except (FrameError, FormatVersionError) as exc:
+        if isinstance(exc, FormatVersionError):
+            raise
+        return Damage("bad-segment-header", 0, len(head), seg.first_lsn, None, str(exc))
+    if header.first_lsn != seg.first_lsn:
+        return Damage(
+            "bad-segment-header",
+            0,
+            SEGMENT_HEADER_SIZE,
+            seg.first_lsn,
+            None,
+            f"segment header says LSN {header.first_lsn}, its name says {seg.first_lsn}",
+        )
+    return None
+
+
+def _index_trustworthy(index: LogIndex, log_id: str, segments: list[SegmentFile]) -> bool:
+    cov = index.coverage()
+    if cov is None or index.log_id() != log_id:
+        return False
+    by_lsn = {s.first_lsn: s for s in segments}
+    seg = by_lsn.get(cov.segment)
+    if seg is None:
+        return False
+    try:
+        return os.path.getsize(seg.path) >= cov.end_offset
+    except OSError:
+        return False
+
+
+def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
+    """Make the index cover every sound frame; return where the sound log ends and any damage."""
+    segments = list_segments(log_dir)
+    rebuilt = False
+    if not _index_trustworthy(index, log_id, segments):
+        index.reset(log_id)
+        rebuilt = True
+    elif segments and (first := index.first_lsn()) is not None and first < segments[0].first_lsn:
+        index.drop_below(segments[0].first_lsn)  # a trim stopped before the index followed
+    cov = index.coverage()
+    if not segments:
+        return CatchUp(1, 0, 0, None, 0, rebuilt=rebuilt)
+    if cov is None:
+        start = 0
+        offset = 0
+        state = CatchUp(segments[0].first_lsn, 0, 0, segments[0], 0, rebuilt=rebuilt)
+    else:
+        start = next(i for i, s in enumerate(segments) if s.first_lsn == cov.segment)
+        offset = cov.end_offset
+        state = CatchUp(
+            cov.next_lsn, cov.max_epoch, cov.last_wall_ns, segments[start], offset, rebuilt=rebuilt
+        )
+    for i in range(start, len(segments)):
+        seg = segments[i]
+        is_last = i == len(segments) - 1
+        if i > start or cov is None:
+            offset = 0
+        buf = read_from(seg.path, offset)
+        if offset == 0:
+            bad = segment_header_damage(seg, buf[:SEGMENT_HEADER_SIZE])
+            if bad is not None:
+                state.damage.append((seg.path, bad))
+                return state
+            if seg.first_lsn != state.next_lsn:
+                state.damage.append(
+                    (
+                        seg.path,
+                        Damage(
+                            "lsn-gap",
+                            0,
+                            0,
+                            state.next_lsn,
+                            seg.first_lsn - 1 if seg.first_lsn > state.next_lsn else None,
+                            f"segment starts at LSN {seg.first_lsn}, expected {state.next_lsn}",
+                        ),
+                    )
+                )
+                return state
+            offset = SEGMENT_HEADER_SIZE
+            buf = buf[SEGMENT_HEADER_SIZE:]
+            state.end_segment, state.end_offset = seg, offset
+        result = scan_segment(buf, start_offset=0, expected_lsn=state.next_lsn, is_last=is_last)
+        locs = []
+        for ref in result.frames:
+            h = ref.header
+            locs.append(
+                FrameLoc(
+                    h.first_lsn,
+                    seg.first_lsn,
+                    offset + ref.offset,
+                    h.record_count,
+                    h.epoch,
+                    h.wall_ns,
+                    h.stored_size,
+                    h.raw_size,
+                )
+            )
+            state.max_epoch = max(state.max_epoch, h.epoch)
+            state.last_wall_ns = max(state.last_wall_ns, h.wall_ns)
+        state.frames_scanned += len(locs)
+        state.next_lsn = result.next_lsn
+        state.end_segment, state.end_offset = seg, offset + result.end_offset
+        for j in range(0, len(locs), _INDEX_BATCH):
+            chunk = locs[j : j + _INDEX_BATCH]
+            last = chunk[-1]
+            index.add(
+                chunk,
+                Coverage(
+                    seg.first_lsn,
+                    last.offset + HEADER_SIZE + last.stored_size,
+                    last.last_lsn + 1,
+                    state.max_epoch,
+                    state.last_wall_ns,
+                ),
+            )
+        if not locs and cov is None and i == start:
+            index.add(
+                [],
+                Coverage(seg.first_lsn, state.end_offset, state.next_lsn, state.max_epoch, 0),
+            )
+        for d in result.damage:
+            state.damage.append((seg.path, _shift(d, offset)))
+        if result.damage:
+            return state
+    return state
+
+
+def _shift(d: Damage, by: int) -> Damage:
+    return Damage(d.kind, d.offset + by, d.end_offset + by, d.first_lsn, d.last_lsn, d.reason)

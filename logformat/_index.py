@@ -1,0 +1,229 @@
+"""The lmdb index beside the segments: a cache, never the truth.
+
+It maps each frame's first LSN to where the frame lies, each frame's wall time to its first LSN,
+and lists checkpoints. Everything in it can be rebuilt from the segments and the checkpoint
+directory, so it is written without fsync (lmdb ``sync=False``): a machine crash may lose its
+newest entries, which the next open finds (the ``covered`` mark lags the segments) and catches up.
+Entries are idempotent (same key, same value), so a reader and the writer may both catch up.
+
+py-lmdb refuses to open one environment twice in a process, and a process often holds a writer
+and readers of the same log; environments are therefore shared through a small registry.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import lmdb
+
+INDEX_DIR: Final = "index"
+_MAP_SIZE: Final = 1 << 34  # address space only; the file grows as needed
+_FRAME: Final = struct.Struct("<QQIIqII")  # segment, offset, count, epoch, wall, stored, raw
+_COVERED: Final = struct.Struct("<QQQIq")  # segment, end offset, next lsn, max epoch, last wall
+_KEY: Final = struct.Struct(">Q")
+_TIME_KEY: Final = struct.Struct(">QQ")
+_TIME_BIAS: Final = 1 << 63
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLoc:
+    """Where one frame lies, as the index remembers it."""
+
+    first_lsn: int
+    segment: int
+    offset: int
+    record_count: int
+    epoch: int
+    wall_ns: int
+    stored_size: int
+    raw_size: int
+
+    @property
+    def last_lsn(self) -> int:
+        return self.first_lsn + self.record_count - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How far the index reaches: up to ``end_offset`` of segment ``segment``."""
+
+    segment: int
+    end_offset: int
+    next_lsn: int
+    max_epoch: int
+    last_wall_ns: int
+
+
+_envs: dict[Path, tuple[lmdb.Environment, int]] = {}
+_envs_lock = threading.Lock()
+
+
+def _acquire_env(path: Path) -> lmdb.Environment:
+    key = path.resolve()
+    with _envs_lock:
+        env, refs = _envs.get(key, (None, 0))
+        if env is None:
+            path.mkdir(exist_ok=True)
+            env = lmdb.open(
+                str(path),
+                map_size=_MAP_SIZE,
+                max_dbs=4,
+                sync=False,
+                metasync=False,
+                readahead=False,
+                max_readers=256,
+            )
+        _envs[key] = (env, refs + 1)
+        return env
+
+
+def _release_env(path: Path) -> None:
+    key = path.resolve()
+    with _envs_lock:
+        env, refs = _envs[key]
+        if refs <= 1:
+            del _envs[key]
+            env.close()
+        else:
+            _envs[key] = (env, refs - 1)
+
+
+class LogIndex:
+    """Frames by LSN and by time, plus the ``covered`` mark, for one log directory."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._path = log_dir / INDEX_DIR
+        self._env = _acquire_env(self._path)
+        self._frames = self._env.open_db(b"frames")
+        self._times = self._env.open_db(b"times")
+        self._meta = self._env.open_db(b"meta")
+        self._checkpoints = self._env.open_db(b"checkpoints")
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release_env(self._path)
+
+    def log_id(self) -> str | None:
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"log_id")
+        return raw.decode() if raw is not None else None
+
+    def coverage(self) -> Coverage | None:
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"covered")
+        return Coverage(*_COVERED.unpack(raw)) if raw is not None else None
+
+    def reset(self, log_id: str) -> None:
+        """Forget everything (the index is about to be rebuilt)."""
+        with self._env.begin(write=True) as txn:
+            for db in (self._frames, self._times, self._meta, self._checkpoints):
+                txn.drop(db, delete=False)
+            txn.put(b"log_id", log_id.encode(), db=self._meta)
+
+    def add(self, locs: list[FrameLoc], coverage: Coverage) -> None:
+        """Record frames and move the ``covered`` mark forward (never back) in one transaction."""
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(b"covered", db=self._meta)
+            if raw is not None and Coverage(*_COVERED.unpack(raw)).next_lsn > coverage.next_lsn:
+                return  # another process got further; its entries include ours
+            for loc in locs:
+                txn.put(
+                    _KEY.pack(loc.first_lsn),
+                    _FRAME.pack(
+                        loc.segment,
+                        loc.offset,
+                        loc.record_count,
+                        loc.epoch,
+                        loc.wall_ns,
+                        loc.stored_size,
+                        loc.raw_size,
+                    ),
+                    db=self._frames,
+                )
+                txn.put(
+                    _TIME_KEY.pack(loc.wall_ns + _TIME_BIAS, loc.first_lsn), b"", db=self._times
+                )
+            txn.put(
+                b"covered",
+                _COVERED.pack(
+                    coverage.segment,
+                    coverage.end_offset,
+                    coverage.next_lsn,
+                    coverage.max_epoch,
+                    coverage.last_wall_ns,
+                ),
+                db=self._meta,
+            )
+
+    def locate(self, lsn: int) -> FrameLoc | None:
+        """The indexed frame holding ``lsn``, in O(log n)."""
+        with self._env.begin(db=self._frames) as txn:
+            cur = txn.cursor()
+            if cur.set_range(_KEY.pack(lsn + 1)):
+                if not cur.prev():
+                    return None
+            elif not cur.last():
+                return None
+            loc = _to_loc(cur.key(), cur.value())
+        return loc if loc.first_lsn <= lsn <= loc.last_lsn else None
+
+    def first_lsn(self) -> int | None:
+        with self._env.begin(db=self._frames) as txn:
+            cur = txn.cursor()
+            return int(_KEY.unpack(cur.key())[0]) if cur.first() else None
+
+    def frame_count(self) -> int:
+        with self._env.begin(db=self._frames) as txn:
+            return int(txn.stat(self._frames)["entries"])
+
+    def first_lsn_at_or_after(self, wall_ns: int) -> int | None:
+        """First LSN of the first frame written at or after ``wall_ns``, in O(log n)."""
+        with self._env.begin(db=self._times) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(_TIME_KEY.pack(max(0, wall_ns + _TIME_BIAS), 0)):
+                return None
+            return int(_TIME_KEY.unpack(cur.key())[1])
+
+    def drop_below(self, lsn: int) -> None:
+        """Forget frames that start below ``lsn`` (after a trim)."""
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._frames)
+            doomed = []
+            for key, value in cur:
+                loc = _to_loc(key, value)
+                if loc.first_lsn >= lsn:
+                    break
+                doomed.append(loc)
+            for loc in doomed:
+                txn.delete(_KEY.pack(loc.first_lsn), db=self._frames)
+                txn.delete(_TIME_KEY.pack(loc.wall_ns + _TIME_BIAS, loc.first_lsn), db=self._times)
+
+    def all_frames(self) -> Iterator[FrameLoc]:
+        """Every indexed frame, oldest first, read in one consistent snapshot."""
+        with self._env.begin(db=self._frames) as txn:
+            for key, value in txn.cursor():
+                yield _to_loc(key, value)
+
+    def checkpoints(self) -> dict[int, bytes]:
+        """Checkpoint LSN -> the cached summary the caller stored."""
+        with self._env.begin(db=self._checkpoints) as txn:
+            return {_KEY.unpack(k)[0]: bytes(v) for k, v in txn.cursor()}
+
+    def set_checkpoints(self, entries: dict[int, bytes]) -> None:
+        """Replace the cached checkpoint list (the directory listing is the truth)."""
+        with self._env.begin(write=True) as txn:
+            txn.drop(self._checkpoints, delete=False)
+            for lsn, summary in entries.items():
+                txn.put(_KEY.pack(lsn), summary, db=self._checkpoints)
+
+
+def _to_loc(key: bytes, value: bytes) -> FrameLoc:
+    segment, offset, count, epoch, wall_ns, stored, raw = _FRAME.unpack(value)
+    return FrameLoc(_KEY.unpack(key)[0], segment, offset, count, epoch, wall_ns, stored, raw)

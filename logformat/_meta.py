@@ -1,0 +1,116 @@
+"""The log's metadata file, ``meta.json``: who wrote this log and with what code.
+
+JSON rather than a binary header because people and other tools read it first (which app, which
+version) and it changes rarely. It is replaced atomically (write, fsync, rename) so a crash leaves
+either the old or the new file. ``versions`` keeps every code version the instance has run, with
+the LSN it started at, so tools can find the code that wrote any step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ._errors import FormatVersionError, NotALogError
+
+META_NAME: Final = "meta.json"
+META_FORMAT: Final = "immortals-log"
+META_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CodeVersion:
+    """One code version the instance ran, from ``from_lsn`` on."""
+
+    from_lsn: int
+    app: str
+    code_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogMeta:
+    """What the log says about itself."""
+
+    instance: str
+    app: str
+    code_version: str
+    log_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_ns: int = 0
+    versions: tuple[CodeVersion, ...] = ()
+
+    def with_version(self, from_lsn: int, app: str, code_version: str) -> LogMeta:
+        """The metadata after the instance starts running ``app`` at ``code_version``."""
+        entry = CodeVersion(from_lsn, app, code_version)
+        return LogMeta(
+            self.instance,
+            app,
+            code_version,
+            self.log_id,
+            self.created_ns,
+            (*self.versions, entry),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["versions"] = [asdict(v) for v in self.versions]
+        return {"format": META_FORMAT, "format_version": META_VERSION, **body}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, where: str) -> LogMeta:
+        if data.get("format") != META_FORMAT:
+            raise NotALogError(f"{where} is not an immortals log metadata file")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version > META_VERSION:
+            raise FormatVersionError(
+                f"{where} has metadata version {version}, this reader knows up to {META_VERSION}"
+            )
+        try:
+            return cls(
+                instance=str(data["instance"]),
+                app=str(data["app"]),
+                code_version=str(data["code_version"]),
+                log_id=str(data["log_id"]),
+                created_ns=int(data.get("created_ns", 0)),
+                versions=tuple(CodeVersion(**v) for v in data.get("versions", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NotALogError(f"{where} is damaged: {exc}") from exc
+
+
+def read_meta(log_dir: Path) -> LogMeta:
+    path = log_dir / META_NAME
+    if not log_dir.is_dir():
+        raise NotALogError(f"{log_dir} is not a directory (expected an immortals log directory)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotALogError(f"{log_dir} is not an immortals log (no {META_NAME})") from None
+    except (OSError, ValueError) as exc:
+        raise NotALogError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise NotALogError(f"{path} is not an immortals log metadata file")
+    return LogMeta.from_json(data, where=str(path))
+
+
+def write_meta(log_dir: Path, meta: LogMeta) -> None:
+    tmp = log_dir / (META_NAME + ".tmp")
+    data = json.dumps(meta.to_json(), indent=2, sort_keys=True).encode()
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, log_dir / META_NAME)
+    fsync_dir(log_dir)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

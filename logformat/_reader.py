@@ -1,0 +1,376 @@
+"""Reading a log, also while another process appends to it.
+
+A reader never changes segments. It finds frames through the index (O(log n) by LSN or by
+time), catches the index up past its ``covered`` mark when the writer is behind or gone, and
+reads frames with ``pread``. At the end of the newest segment a frame that is not whole yet is
+simply not there yet: only the writer, on open, decides that such bytes are a torn tail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ._checkpoint import (
+    CheckpointInfo,
+    decode_checkpoint,
+    list_checkpoint_files,
+    read_checkpoint_info,
+)
+from ._errors import (
+    CheckpointError,
+    CorruptLogError,
+    FormatVersionError,
+    FrameError,
+    LsnOutOfRangeError,
+)
+from ._files import CatchUp, SegmentFile, catch_up, list_segments
+from ._frame import HEADER_SIZE, decode_frame
+from ._index import FrameLoc, LogIndex
+from ._meta import LogMeta, read_meta
+from ._segment import Damage
+
+_FRAME_CACHE: Final = 16
+_OPEN_FILES: Final = 32
+_RUN_BYTES: Final = 8 << 20  # bytes read at once when scanning
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One logged record and the frame facts that came with it."""
+
+    lsn: int
+    epoch: int
+    wall_ns: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    """Sizes and ranges, as ``immortals log info`` shows them."""
+
+    first_lsn: int
+    last_lsn: int
+    frames: int
+    segments: int
+    stored_bytes: int
+    raw_bytes: int
+    first_wall_ns: int | None
+    last_wall_ns: int | None
+
+    @property
+    def records(self) -> int:
+        return max(0, self.last_lsn - self.first_lsn + 1)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+class LogReader:
+    """Random and sequential access to one log directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.meta: LogMeta = read_meta(self.path)
+        self._index = LogIndex(self.path)
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._frames: OrderedDict[int, tuple[FrameLoc, list[Any]]] = OrderedDict()
+        self._state: CatchUp = catch_up(self.path, self._index, self.meta.log_id)
+        self._segments = list_segments(self.path)
+
+    # -- range and freshness -------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """See what the writer appended since the last look (and re-read the metadata)."""
+        self._state = catch_up(self.path, self._index, self.meta.log_id)
+        self._segments = list_segments(self.path)
+        self.meta = read_meta(self.path)
+
+    @property
+    def first_lsn(self) -> int:
+        return self._segments[0].first_lsn if self._segments else 1
+
+    @property
+    def last_lsn(self) -> int:
+        """Newest readable LSN as of the last refresh (``first_lsn - 1`` when empty)."""
+        return self._state.next_lsn - 1
+
+    @property
+    def damage(self) -> list[tuple[Path, Damage]]:
+        """Damage met at the end of the sound part of the log (a torn tail, or corruption)."""
+        return list(self._state.damage)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, lsn: int) -> Record:
+        """The record at ``lsn``; LsnOutOfRangeError outside the log, CorruptLogError if damaged."""
+        loc = self._locate(lsn)
+        records = self._load(loc)
+        return Record(lsn, loc.epoch, loc.wall_ns, records[lsn - loc.first_lsn])
+
+    def records(self, from_lsn: int | None = None, to_lsn: int | None = None) -> Iterator[Record]:
+        """Records from ``from_lsn`` to ``to_lsn`` inclusive (default: the whole log), in order."""
+        start = self.first_lsn if from_lsn is None else max(from_lsn, self.first_lsn)
+        end = self.last_lsn if to_lsn is None else min(to_lsn, self.last_lsn)
+        if start > end:
+            return
+        for loc, values in self.frames(start, end):
+            lo = max(start, loc.first_lsn)
+            hi = min(end, loc.last_lsn)
+            for lsn in range(lo, hi + 1):
+                yield Record(lsn, loc.epoch, loc.wall_ns, values[lsn - loc.first_lsn])
+
+    def frames(self, from_lsn: int, to_lsn: int) -> Iterator[tuple[FrameLoc, list[Any]]]:
+        """Decoded frames overlapping [from_lsn, to_lsn], read sequentially segment by segment."""
+        loc: FrameLoc | None = self._locate(from_lsn)
+        while loc is not None and loc.first_lsn <= to_lsn:
+            seg = self._segment(loc.segment)
+            buf = os.pread(
+                self._fd(seg), max(_RUN_BYTES, HEADER_SIZE + loc.stored_size), loc.offset
+            )
+            pos = 0
+            expected = loc.first_lsn
+            while pos < len(buf) and expected <= to_lsn:
+                try:
+                    frame = decode_frame(buf, pos)
+                except (FrameError, FormatVersionError):
+                    break
+                if frame.header.first_lsn != expected:
+                    break
+                h = frame.header
+                here = FrameLoc(
+                    h.first_lsn,
+                    seg.first_lsn,
+                    loc.offset + pos,
+                    h.record_count,
+                    h.epoch,
+                    h.wall_ns,
+                    h.stored_size,
+                    h.raw_size,
+                )
+                yield here, self._decode(here, frame.records)
+                pos += h.frame_size
+                expected = h.last_lsn + 1
+            if expected > to_lsn or expected > self.last_lsn:
+                return
+            if pos == 0:  # not even the first frame of the run decoded: name the damage
+                self._load(loc)
+                raise CorruptLogError(  # pragma: no cover - _load raises for any unsound frame
+                    "frame does not decode",
+                    file=str(seg.path),
+                    offset=loc.offset,
+                    first_lsn=loc.first_lsn,
+                    last_lsn=loc.last_lsn,
+                )
+            # The run ended before to_lsn: the next frame is in the next run or segment.
+            loc = self._locate(expected)
+
+    def seek_time(self, wall_ns: int) -> int | None:
+        """First LSN written at or after ``wall_ns`` (nanoseconds since the epoch), or None."""
+        return self._index.first_lsn_at_or_after(wall_ns)
+
+    def follow(
+        self,
+        from_lsn: int | None = None,
+        *,
+        poll_interval: float = 0.02,
+        idle_timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Record]:
+        """Every record from ``from_lsn`` on, waiting for new ones as another process appends.
+
+        Ends when ``stop()`` returns true or no new record arrived for ``idle_timeout`` seconds.
+        """
+        lsn = self.first_lsn if from_lsn is None else from_lsn
+        idle_since = time.monotonic()
+        while stop is None or not stop():
+            if lsn <= self.last_lsn:
+                for record in self.records(lsn, self.last_lsn):
+                    yield record
+                    lsn = record.lsn + 1
+                idle_since = time.monotonic()
+                continue
+            if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                return
+            time.sleep(poll_interval)
+            self.refresh()
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint whose header is sound, oldest first (damaged ones are left out)."""
+        found = []
+        for _lsn, path in list_checkpoint_files(self.path):
+            try:
+                found.append(read_checkpoint_info(path))
+            except CheckpointError:
+                continue
+        return found
+
+    def load_checkpoint(self, lsn: int, *, allow_pickle: bool = False) -> Any:
+        """The state stored in the checkpoint at ``lsn``."""
+        for found_lsn, path in list_checkpoint_files(self.path):
+            if found_lsn == lsn:
+                return decode_checkpoint(
+                    path.read_bytes(), allow_pickle=allow_pickle, where=str(path)
+                )
+        raise CheckpointError(f"{self.path}: no checkpoint at LSN {lsn}")
+
+    def newest_checkpoint(
+        self, *, at_or_below: int | None = None, allow_pickle: bool = False
+    ) -> tuple[int, Any, list[CheckpointError]] | None:
+        """The newest checkpoint that loads (at or below an LSN), skipping damaged ones.
+
+        Returns (lsn, state, errors of the newer checkpoints that were skipped), or None when no
+        checkpoint loads. A pickled checkpoint without ``allow_pickle`` is an error, not a skip.
+        """
+        skipped: list[CheckpointError] = []
+        for lsn, path in reversed(list_checkpoint_files(self.path)):
+            if at_or_below is not None and lsn > at_or_below:
+                continue
+            try:
+                state = decode_checkpoint(
+                    path.read_bytes(), allow_pickle=allow_pickle, where=str(path)
+                )
+            except CheckpointError as exc:
+                if type(exc) is not CheckpointError:
+                    raise
+                skipped.append(exc)
+                continue
+            return lsn, state, skipped
+        return None
+
+    # -- statistics --------------------------------------------------------------------------------
+
+    def stats(self) -> LogStats:
+        """Counts and sizes over the whole log (reads every frame's header via the index)."""
+        frames = 0
+        stored = 0
+        raw = 0
+        first_wall: int | None = None
+        last_wall: int | None = None
+        for loc in self._index.all_frames():
+            frames += 1
+            stored += loc.stored_size + HEADER_SIZE
+            raw += loc.raw_size + HEADER_SIZE
+            first_wall = loc.wall_ns if first_wall is None else first_wall
+            last_wall = loc.wall_ns
+        return LogStats(
+            self.first_lsn,
+            self.last_lsn,
+            frames,
+            len(self._segments),
+            stored,
+            raw,
+            first_wall,
+            last_wall,
+        )
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _locate(self, lsn: int) -> FrameLoc:
+        if lsn < self.first_lsn:
+            raise LsnOutOfRangeError(f"LSN {lsn} is below the log's first LSN {self.first_lsn}")
+        loc = self._index.locate(lsn)
+        if loc is None:
+            self.refresh()
+            loc = self._index.locate(lsn)
+        if loc is not None:
+            return loc
+        for file, d in self._state.damage:
+            if d.kind != "torn-tail" and d.first_lsn is not None and lsn >= d.first_lsn:
+                raise CorruptLogError(
+                    d.reason,
+                    file=str(file),
+                    offset=d.offset,
+                    first_lsn=d.first_lsn,
+                    last_lsn=d.last_lsn,
+                )
+        raise LsnOutOfRangeError(
+            f"LSN {lsn} is beyond the log's last LSN {self.last_lsn}"
+            if lsn > self.last_lsn
+            else f"LSN {lsn} is not in the log"
+        )
+
+    def _segment(self, first_lsn: int) -> SegmentFile:
+        for seg in self._segments:
+            if seg.first_lsn == first_lsn:
+                return seg
+        self._segments = list_segments(self.path)
+        for seg in self._segments:
+            if seg.first_lsn == first_lsn:
+                return seg
+        raise LsnOutOfRangeError(f"segment {first_lsn} is gone (was the log trimmed?)")
+
+    def _fd(self, seg: SegmentFile) -> int:
+        fd = self._fds.get(seg.first_lsn)
+        if fd is not None:
+            self._fds.move_to_end(seg.first_lsn)
+            return fd
+        fd = os.open(seg.path, os.O_RDONLY)
+        self._fds[seg.first_lsn] = fd
+        if len(self._fds) > _OPEN_FILES:
+            _old, old_fd = self._fds.popitem(last=False)
+            os.close(old_fd)
+        return fd
+
+    def _load(self, loc: FrameLoc) -> list[Any]:
+        cached = self._frames.get(loc.first_lsn)
+        if cached is not None:
+            self._frames.move_to_end(loc.first_lsn)
+            return cached[1]
+        seg = self._segment(loc.segment)
+        buf = os.pread(self._fd(seg), HEADER_SIZE + loc.stored_size, loc.offset)
+        try:
+            frame = decode_frame(buf)
+            if frame.header.first_lsn != loc.first_lsn:
+                raise FrameError(
+                    f"frame holds LSN {frame.header.first_lsn}, index says {loc.first_lsn}"
+                )
+        except (FrameError, FormatVersionError) as exc:
+            raise CorruptLogError(
+                str(exc),
+                file=str(seg.path),
+                offset=loc.offset,
+                first_lsn=loc.first_lsn,
+                last_lsn=loc.last_lsn,
+            ) from exc
+        return self._decode(loc, frame.records)
+
+    def _decode(self, loc: FrameLoc, decode: Callable[[], list[Any]]) -> list[Any]:
+        cached = self._frames.get(loc.first_lsn)
+        if cached is not None:
+            return cached[1]
+        try:
+            values = decode()
+        except FrameError as exc:
+            seg = self._segment(loc.segment)
+            raise CorruptLogError(
+                str(exc),
+                file=str(seg.path),
+                offset=loc.offset,
+                first_lsn=loc.first_lsn,
+                last_lsn=loc.last_lsn,
+            ) from exc
+        self._frames[loc.first_lsn] = (loc, values)
+        if len(self._frames) > _FRAME_CACHE:
+            self._frames.popitem(last=False)
+        return values
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._index.close()
+
+    def __enter__(self) -> LogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,219 @@
+"""Segment files: a 32-byte segment header, then frames back to back. Pure functions over bytes.
+
+The scanner is where a damaged frame gets its meaning, because only the position tells what
+damage is: bytes that fail to decode with no sound frame after them in the last segment are a
+torn tail (a write cut short by a crash, safe to cut back); anything else is corruption, which is
+reported with the LSN range it hides and never skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ._errors import FormatVersionError, FrameError
+from ._frame import FRAME_MAGIC, HEADER_SIZE, ByteView, FrameHeader, check_body, parse_header
+
+SEGMENT_MAGIC: Final = b"IMLOGSEG"
+SEGMENT_READ_VERSION: Final = 1
+SEGMENT_WRITE_VERSION: Final = 1
+SEGMENT_HEADER_SIZE: Final = 32
+SEGMENT_SUFFIX: Final = ".seg"
+
+# magic, read_version, write_version, header_size, first_lsn, reserved
+_SEG_HEADER: Final = struct.Struct("<8sHHIQI")
+assert _SEG_HEADER.size == SEGMENT_HEADER_SIZE - 4
+_CRC: Final = struct.Struct("<I")
+
+DamageKind = Literal["torn-tail", "corrupt", "lsn-gap", "bad-segment-header"]
+
+
+def segment_name(first_lsn: int) -> str:
+    """Segment files are named by their first LSN, zero-padded so names sort as numbers."""
+    return f"{first_lsn:020d}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    stem = name.removesuffix(SEGMENT_SUFFIX)
+    if stem == name or len(stem) != 20 or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def encode_segment_header(first_lsn: int) -> bytes:
+    head = _SEG_HEADER.pack(
+        SEGMENT_MAGIC,
+        SEGMENT_READ_VERSION,
+        SEGMENT_WRITE_VERSION,
+        SEGMENT_HEADER_SIZE,
+        first_lsn,
+        0,
+    )
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    read_version: int
+    write_version: int
+    header_size: int
+    first_lsn: int
+
+
+def parse_segment_header(buf: ByteView) -> SegmentHeader:
+    """Decode and check a segment header; FrameError if damaged, FormatVersionError if too new."""
+    if len(buf) < SEGMENT_HEADER_SIZE:
+        raise FrameError(f"segment header needs {SEGMENT_HEADER_SIZE} bytes, have {len(buf)}")
+    magic, read_v, write_v, size, first_lsn, reserved = _SEG_HEADER.unpack_from(buf, 0)
+    if magic != SEGMENT_MAGIC:
+        raise FrameError(f"bad segment magic {bytes(magic)!r}")
+    (crc,) = _CRC.unpack_from(buf, SEGMENT_HEADER_SIZE - 4)
+    if zlib.crc32(buf[: SEGMENT_HEADER_SIZE - 4]) != crc:
+        raise FrameError("segment header checksum mismatch")
+    if read_v > SEGMENT_READ_VERSION:
+        raise FormatVersionError(
+            f"segment needs reader version {read_v}, this reader is version "
+            f"{SEGMENT_READ_VERSION}; upgrade immortals to read this log"
+        )
+    if size < SEGMENT_HEADER_SIZE or reserved != 0 or first_lsn == 0:
+        raise FrameError("segment header fields are out of range")
+    return SegmentHeader(read_v, write_v, size, first_lsn)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """Where a sound frame lies in its segment."""
+
+    offset: int
+    header: FrameHeader
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A stretch of a segment that cannot be read.
+
+    ``first_lsn``/``last_lsn`` bound the records lost or hidden (``last_lsn`` is None when
+    nothing after the damage tells where it ends).
+    """
+
+    kind: DamageKind
+    offset: int
+    end_offset: int
+    first_lsn: int | None
+    last_lsn: int | None
+    reason: str
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Every sound frame of a segment, where the sound part ends, and the damage found, if any."""
+
+    frames: list[FrameRef] = field(default_factory=list)
+    end_offset: int = SEGMENT_HEADER_SIZE
+    next_lsn: int = 0
+    damage: list[Damage] = field(default_factory=list)
+
+    @property
+    def torn_tail(self) -> Damage | None:
+        last = self.damage[-1] if self.damage else None
+        return last if last is not None and last.kind == "torn-tail" else None
+
+
+def _sound_frame_at(buf: ByteView, offset: int) -> FrameHeader | None:
+    try:
+        header = parse_header(buf, offset)
+        end = offset + header.frame_size
+        if end > len(buf):
+            return None
+        check_body(header, buf[offset + HEADER_SIZE : end])
+    except (FrameError, FormatVersionError):
+        return None
+    return header
+
+
+def _next_sound_frame(buf: ByteView, start: int, min_lsn: int) -> tuple[int, FrameHeader] | None:
+    """Resynchronise after damage: the first offset past ``start`` holding a whole sound frame.
+
+    A frame counts only if its LSNs could follow the damage (``first_lsn >= min_lsn``): bytes that
+    merely look like an older frame, say a record that stores a frame as data, prove nothing.
+    """
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    pos = data.find(FRAME_MAGIC, start)
+    while pos != -1:
+        header = _sound_frame_at(data, pos)
+        if header is not None and header.first_lsn >= min_lsn:
+            return pos, header
+        pos = data.find(FRAME_MAGIC, pos + 1)
+    return None
+
+
+def scan_segment(
+    buf: ByteView,
+    *,
+    start_offset: int = SEGMENT_HEADER_SIZE,
+    expected_lsn: int,
+    is_last: bool,
+    stop_at_tail: bool = False,
+) -> ScanResult:
+    """Walk the frames of one segment's bytes from ``start_offset``.
+
+    ``expected_lsn`` is the LSN the first frame must start at. Damage after which no sound frame
+    follows is a torn tail when ``is_last`` (the writer may cut it), corruption otherwise.
+    With ``stop_at_tail`` the scan stops quietly at the first frame that is not whole yet: that is
+    how a reader treats the end of a log another process is still writing.
+    """
+    result = ScanResult(end_offset=start_offset, next_lsn=expected_lsn)
+    offset = start_offset
+    size = len(buf)
+    while offset < size:
+        header = _sound_frame_at(buf, offset)
+        if header is not None and header.first_lsn == result.next_lsn:
+            result.frames.append(FrameRef(offset, header))
+            offset += header.frame_size
+            result.end_offset = offset
+            result.next_lsn = header.last_lsn + 1
+            continue
+        if stop_at_tail:
+            return result
+        if header is not None:  # sound, but not the LSN that must come next
+            result.damage.append(
+                Damage(
+                    "lsn-gap",
+                    offset,
+                    offset,
+                    result.next_lsn,
+                    header.first_lsn - 1 if header.first_lsn > result.next_lsn else None,
+                    f"frame starts at LSN {header.first_lsn}, expected {result.next_lsn}",
+                )
+            )
+            return result
+        reason, claimed = _diagnose(buf, offset)
+        found = _next_sound_frame(buf, offset + 1, result.next_lsn)
+        if found is None:
+            kind: DamageKind = "torn-tail" if is_last else "corrupt"
+            last = claimed.last_lsn if claimed is not None else None
+            result.damage.append(Damage(kind, offset, size, result.next_lsn, last, reason))
+            return result
+        resume, resumed = found
+        last_lsn = resumed.first_lsn - 1
+        result.damage.append(Damage("corrupt", offset, resume, result.next_lsn, last_lsn, reason))
+        return result
+    return result
+
+
+def _diagnose(buf: ByteView, offset: int) -> tuple[str, FrameHeader | None]:
+    """Why the frame at ``offset`` is not sound, and its header if that much can be trusted."""
+    try:
+        header = parse_header(buf, offset)
+    except (FrameError, FormatVersionError) as exc:
+        return str(exc), None
+    end = offset + header.frame_size
+    if end > len(buf):
+        return f"frame is cut short ({len(buf) - offset} of {header.frame_size} bytes)", header
+    try:
+        check_body(header, buf[offset + HEADER_SIZE : end])
+    except FrameError as exc:
+        return str(exc), header
+    return "frame is sound", header  # pragma: no cover - callers only diagnose unsound frames

@@ -1,0 +1,1 @@
+"""replayer package (see docs/ARCHITECTURE.md)."""

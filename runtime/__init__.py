@@ -1,0 +1,1 @@
+"""runtime package (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""upgrade package (see docs/ARCHITECTURE.md)."""
