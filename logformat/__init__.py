@@ -29,11 +29,12 @@ from ._errors import (
     ValueCodecError,
 )
 from ._frame import Frame, FrameDecoder, FrameEncoder, FrameHeader, decode_frame
+from ._lmdbenv import acquire_env, release_env
 from ._meta import CodeVersion, LogMeta, read_meta
 from ._reader import LogReader, LogStats, Record
 from ._segment import Damage
 from ._values import pack_value, unpack_value
-from ._verify import VerifyReport, verify_log
+from ._verify import DamagedRange, VerifyReport, verify_log, writer_is_live
 from ._writer import LogWriter, RecoveryReport, TrimReport, trim_log
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "CodeVersion",
     "CorruptLogError",
     "Damage",
+    "DamagedRange",
     "FencedError",
     "FormatVersionError",
     "Frame",
@@ -63,12 +65,15 @@ __all__ = [
     "TrimReport",
     "ValueCodecError",
     "VerifyReport",
+    "acquire_env",
     "decode_checkpoint",
     "decode_frame",
     "encode_checkpoint",
     "pack_value",
     "read_meta",
+    "release_env",
     "trim_log",
     "unpack_value",
     "verify_log",
+    "writer_is_live",
 ]

@@ -7,19 +7,18 @@ newest entries, which the next open finds (the ``covered`` mark lags the segment
 Entries are idempotent (same key, same value), so a reader and the writer may both catch up.
 
 py-lmdb refuses to open one environment twice in a process, and a process often holds a writer
-and readers of the same log; environments are therefore shared through a small registry.
+and readers of the same log; environments are therefore shared (``_lmdbenv``).
 """
 
 from __future__ import annotations
 
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import lmdb
+from ._lmdbenv import acquire_env, release_env
 
 INDEX_DIR: Final = "index"
 _MAP_SIZE: Final = 1 << 34  # address space only; the file grows as needed
@@ -59,46 +58,20 @@ class Coverage:
     last_wall_ns: int
 
 
-_envs: dict[Path, tuple[lmdb.Environment, int]] = {}
-_envs_lock = threading.Lock()
-
-
-def _acquire_env(path: Path) -> lmdb.Environment:
-    key = path.resolve()
-    with _envs_lock:
-        env, refs = _envs.get(key, (None, 0))
-        if env is None:
-            path.mkdir(exist_ok=True)
-            env = lmdb.open(
-                str(path),
-                map_size=_MAP_SIZE,
-                max_dbs=4,
-                sync=False,
-                metasync=False,
-                readahead=False,
-                max_readers=256,
-            )
-        _envs[key] = (env, refs + 1)
-        return env
-
-
-def _release_env(path: Path) -> None:
-    key = path.resolve()
-    with _envs_lock:
-        env, refs = _envs[key]
-        if refs <= 1:
-            del _envs[key]
-            env.close()
-        else:
-            _envs[key] = (env, refs - 1)
-
-
 class LogIndex:
     """Frames by LSN and by time, plus the ``covered`` mark, for one log directory."""
 
     def __init__(self, log_dir: Path) -> None:
         self._path = log_dir / INDEX_DIR
-        self._env = _acquire_env(self._path)
+        self._env = acquire_env(
+            self._path,
+            map_size=_MAP_SIZE,
+            max_dbs=5,
+            sync=False,
+            metasync=False,
+            readahead=False,
+            max_readers=256,
+        )
         self._frames = self._env.open_db(b"frames")
         self._times = self._env.open_db(b"times")
         self._meta = self._env.open_db(b"meta")
@@ -108,7 +81,7 @@ class LogIndex:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release_env(self._path)
+            release_env(self._path)
 
     def log_id(self) -> str | None:
         with self._env.begin(db=self._meta) as txn:

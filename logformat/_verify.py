@@ -64,7 +64,8 @@ class VerifyReport:
         return not self.damaged and not self.bad_checkpoints
 
 
-def _writer_is_live(log_dir: Path) -> bool:
+def writer_is_live(log_dir: Path) -> bool:
+    """Whether a live process holds the log's writer lock right now."""
     try:
         fd = os.open(log_dir / LOCK_NAME, os.O_RDONLY)
     except FileNotFoundError:
@@ -82,7 +83,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
     """Check every frame (header, checksum, LSN order, body decoding) and every checkpoint."""
     log_dir = Path(path)
     report = VerifyReport(log_dir, read_meta(log_dir))
-    report.live_writer = _writer_is_live(log_dir)
+    report.live_writer = writer_is_live(log_dir)
     segments = list_segments(log_dir)
     report.segments = len(segments)
     expected = segments[0].first_lsn if segments else 1

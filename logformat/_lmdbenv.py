@@ -1,0 +1,41 @@
+"""One lmdb environment per path per process, shared and reference-counted.
+
+py-lmdb refuses to open an environment a second time in the same process, yet a process often
+needs one path from several places (a log's writer and its readers; a registry seen by an
+instance and by a client in a test). Everything that opens lmdb goes through here.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+_envs: dict[Path, tuple[lmdb.Environment, int]] = {}
+_lock = threading.Lock()
+
+
+def acquire_env(path: Path, **options: Any) -> lmdb.Environment:
+    """The environment at ``path`` (created if missing); pair every call with release_env."""
+    key = path.resolve()
+    with _lock:
+        env, refs = _envs.get(key, (None, 0))
+        if env is None:
+            path.mkdir(parents=True, exist_ok=True)
+            env = lmdb.open(str(path), **options)
+        _envs[key] = (env, refs + 1)
+        return env
+
+
+def release_env(path: Path) -> None:
+    """Drop one reference; the environment closes when the last one goes."""
+    key = path.resolve()
+    with _lock:
+        env, refs = _envs[key]
+        if refs <= 1:
+            del _envs[key]
+            env.close()
+        else:
+            _envs[key] = (env, refs - 1)

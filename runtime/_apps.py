@@ -1,0 +1,79 @@
+"""Finding an app's class from ``path/to/file.py:Class`` or ``module:Class``, and its version.
+
+The code version is what tools use to tell whether recorded history ran on the code at hand: a
+class may declare ``__version__``; otherwise it is a hash of the source file that defines it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._api import Immortal
+from ._errors import AppLoadError
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedApp:
+    spec: str
+    cls: type[Immortal]
+    code_version: str
+
+
+def load_app(spec: str) -> LoadedApp:
+    """Import the class named by ``spec``; AppLoadError with a one-line reason if it cannot be."""
+    target, sep, class_name = spec.rpartition(":")
+    if not sep or not target or not class_name:
+        raise AppLoadError(
+            f"app {spec!r} must be path/to/file.py:Class or module:Class (with a colon)"
+        )
+    module = _import_file(target) if target.endswith(".py") else _import_module(target)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise AppLoadError(f"{target} has no class {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Immortal)):
+        raise AppLoadError(f"{spec} is not a subclass of runtime.Immortal")
+    return LoadedApp(spec, cls, code_version_of(cls))
+
+
+def _import_file(path_text: str) -> object:
+    path = Path(path_text)
+    if not path.is_file():
+        raise AppLoadError(f"app file {path_text} does not exist")
+    name = "immortals_app_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise AppLoadError(f"cannot load {path_text} as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise AppLoadError(f"importing {path_text} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _import_module(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise AppLoadError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def code_version_of(cls: type) -> str:
+    declared = getattr(cls, "__version__", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    try:
+        source = inspect.getsource(sys.modules[cls.__module__])
+    except (OSError, TypeError, KeyError):
+        return "unknown"
+    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()[:16]

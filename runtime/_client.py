@@ -1,0 +1,118 @@
+"""Calling an instance from outside (a script, a test, ``immortals call``).
+
+Each call carries an idempotency key. If the connection breaks or times out, the client looks
+the instance up again (it may have restarted elsewhere, on another port) and sends the same call
+with the same key; the instance executes a key once and answers every retry with the one result.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from ._errors import InstanceError, RemoteError
+from ._home import Home
+from ._protocol import Closed, Connection, Opened, Received
+
+
+class Client:
+    """A connection-per-call client bound to one home directory. Thread-compatible, not safe."""
+
+    def __init__(self, home: Home, *, timeout: float = 30.0, attempt_timeout: float = 2.0) -> None:
+        self.home = home
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self._sockets: dict[str, tuple[socket.socket, Connection]] = {}
+
+    def call(self, name: str, method: str, *args: Any, key: str | None = None) -> Any:
+        """Call ``method`` of instance ``name`` exactly once; RemoteError if the handler raised."""
+        key = key or uuid.uuid4().hex
+        deadline = time.monotonic() + self.timeout
+        last_problem = "no attempt made"
+        while time.monotonic() < deadline:
+            try:
+                ok, value = self._attempt(name, method, list(args), key)
+            except (OSError, _Retry) as exc:
+                last_problem = str(exc) or type(exc).__name__
+                self._drop(name)
+                time.sleep(0.05)
+                continue
+            if ok:
+                return value
+            raise RemoteError(str(value[0]), str(value[1]))
+        raise InstanceError(
+            f"calling {name}.{method} timed out after {self.timeout:.0f} s ({last_problem})"
+        )
+
+    def _attempt(self, name: str, method: str, args: list[Any], key: str) -> tuple[bool, Any]:
+        sock, conn = self._connect(name)
+        sock.settimeout(self.attempt_timeout)
+        sock.sendall(conn.send({"t": "call", "id": key, "m": method, "a": args}))
+        while True:
+            for event in self._read(sock, conn):
+                message = event.message if isinstance(event, Received) else {}
+                if message.get("t") == "result" and message.get("id") == key:
+                    return bool(message["ok"]), message.get("v")
+
+    def _connect(self, name: str) -> tuple[socket.socket, Connection]:
+        cached = self._sockets.get(name)
+        if cached is not None:
+            return cached
+        record = self.home.lookup(name)
+        if record is None:
+            raise _Retry(f"instance {name!r} is not registered under {self.home.path}")
+        sock = socket.create_connection((record.host, record.port), timeout=self.attempt_timeout)
+        conn = Connection(me=None, epoch=0, secret=self.home.secret(), initiator=True)
+        try:
+            sock.sendall(conn.start())
+            while conn.state.value != "open":
+                for event in self._read(sock, conn):
+                    if isinstance(event, Opened):
+                        break
+        except BaseException:
+            sock.close()
+            raise
+        self._sockets[name] = (sock, conn)
+        return sock, conn
+
+    def _read(self, sock: socket.socket, conn: Connection) -> list[Any]:
+        try:
+            data = sock.recv(1 << 16)
+        except TimeoutError as exc:
+            raise _Retry("no answer in time") from exc
+        if not data:
+            raise _Retry("connection closed")
+        events, reply = conn.receive_data(data)
+        if reply:
+            sock.sendall(reply)
+        for event in events:
+            if isinstance(event, Closed):
+                raise _Retry(event.reason)
+        return events
+
+    def _drop(self, name: str) -> None:
+        cached = self._sockets.pop(name, None)
+        if cached is not None:
+            cached[0].close()
+
+    def close(self) -> None:
+        for name in list(self._sockets):
+            self._drop(name)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Retry(Exception):
+    """This attempt failed in a way a retry with the same key may fix."""
+
+
+def connect(home: str | os.PathLike[str] | Home = ".immortals", **options: Any) -> Client:
+    """A client for the instances of ``home``: ``connect(home).call(name, method, *args)``."""
+    return Client(home if isinstance(home, Home) else Home(home), **options)

@@ -1,0 +1,129 @@
+"""The home directory (``--home``, default ``./.immortals``): registry, logs, cluster secret.
+
+Layout::
+
+    HOME/registry/     lmdb: instance name -> where it runs and what it runs
+    HOME/logs/NAME/    one log directory per instance (logformat)
+    HOME/secret        32 random bytes shared by the instances of this home (mode 0600)
+
+The registry is the embedded default: a local lmdb file, nothing to start. It is an interface
+(``Registry``) so that a distributed store (etcd is planned) can stand behind it later. Like the
+index, it is a view of facts whose truth lives elsewhere: whether an instance is alive is decided
+by its log's writer lock, not by what the registry says.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from logformat import acquire_env, release_env
+
+from ._errors import InstanceError
+
+DEFAULT_HOME = ".immortals"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """What the registry knows of one instance."""
+
+    name: str
+    host: str
+    port: int
+    epoch: int
+    log_dir: str
+    app: str
+    code_version: str
+    pid: int
+    started: float
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Home:
+    """One home directory. Cheap to create; opens lmdb lazily."""
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_HOME) -> None:
+        self.path = Path(path)
+        self._env: lmdb.Environment | None = None
+
+    def log_dir(self, name: str) -> Path:
+        return self.path / "logs" / name
+
+    def secret(self) -> bytes:
+        """The cluster secret, created on first use."""
+        path = self.path / "secret"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return path.read_bytes()
+
+    def _registry(self) -> lmdb.Environment:
+        if self._env is None:
+            self._env = acquire_env(self.path / "registry", map_size=1 << 28, max_dbs=1)
+        return self._env
+
+    def register(self, record: InstanceRecord) -> None:
+        with self._registry().begin(write=True) as txn:
+            txn.put(record.name.encode(), msgpack.packb(asdict(record)))
+
+    def next_epoch(self, name: str) -> int:
+        """Allocate the epoch for a new start of ``name`` (one more than any before)."""
+        with self._registry().begin(write=True) as txn:
+            key = b"epoch:" + name.encode()
+            raw = txn.get(key)
+            epoch = (int(raw) if raw else 0) + 1
+            txn.put(key, str(epoch).encode())
+        return epoch
+
+    def lookup(self, name: str) -> InstanceRecord | None:
+        if not (self.path / "registry").exists():
+            return None
+        with self._registry().begin() as txn:
+            raw = txn.get(name.encode())
+        if raw is None:
+            return None
+        data: dict[str, Any] = msgpack.unpackb(raw)
+        return InstanceRecord(**data)
+
+    def require(self, name: str) -> InstanceRecord:
+        record = self.lookup(name)
+        if record is None:
+            raise InstanceError(
+                f"no instance named {name!r} under {self.path}; start it with "
+                f"`immortals run APP --name {name} --home {self.path}`"
+            )
+        return record
+
+    def instances(self) -> list[InstanceRecord]:
+        if not (self.path / "registry").exists():
+            return []
+        out = []
+        with self._registry().begin() as txn:
+            for key, value in txn.cursor():
+                if not key.startswith(b"epoch:"):
+                    out.append(InstanceRecord(**msgpack.unpackb(value)))
+        return out
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env = None
+            release_env(self.path / "registry")

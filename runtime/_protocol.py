@@ -1,0 +1,263 @@
+"""One connection's protocol state machine, with no sockets (h11's sans-IO style).
+
+Bytes in (``receive_data``) give events out; calls like ``send_messages`` give bytes to write.
+The asyncio transport in ``_node.py`` only moves bytes. docs/PROTOCOL.md is the specification.
+
+States and transitions (anything else is a protocol error and closes the connection)::
+
+    initiator: SENT_HELLO --welcome ok--> WAIT_READY --ready--> OPEN   (sends auth on the way)
+    acceptor:  WAIT_HELLO --hello ok--> WAIT_AUTH --auth ok--> OPEN   (sends welcome, ready)
+    any state  --error / bad bytes--> CLOSED
+
+Handshake (nonces are 16 random bytes, macs are HMAC-SHA256 with the home's cluster secret):
+
+    -> hello   {v, name, epoch, nonce_a}            name is None for an outside caller
+    <- welcome {v, name, epoch, nonce_b, mac_b}     mac_b = H("welcome", nonce_a, nonce_b, B, A)
+    -> auth    {mac_a, last}                        mac_a = H("auth", nonce_b, nonce_a, A, B)
+    <- ready   {last}
+
+``last`` is the highest sequence number the sender has executed from the other side: each side
+then resends its unacknowledged messages numbered above it. Once OPEN:
+
+    msgs {b: [message, ...]}   peer messages, a batch per flush (calls and replies, numbered)
+    ack  {upto}                the receiver's steps up to ``upto`` are durable
+    call {id, m, a}            an outside caller's call, with its idempotency key
+    result {id, ok, v}         the answer to it
+    ping {} / pong {}          liveness
+    error {why}                the sender is closing the connection because of ``why``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from ._wire import MessageDecoder, WireError, encode_message
+
+PROTOCOL_VERSION = 1
+
+
+class State(Enum):
+    SENT_HELLO = "sent-hello"
+    WAIT_READY = "wait-ready"
+    WAIT_HELLO = "wait-hello"
+    WAIT_AUTH = "wait-auth"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ProtocolError(Exception):
+    """The remote side broke the protocol; ``reason`` is what gets logged and sent to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The handshake finished: ``peer`` (None for an outside caller) has executed up to ``last``."""
+
+    peer: str | None
+    epoch: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """Any message after the handshake (``msgs``, ``ack``, ``call``, ``result``, ``ping``...)."""
+
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    reason: str
+
+
+Event = Opened | Received | Closed
+
+
+def _mac(secret: bytes, label: bytes, *parts: bytes) -> bytes:
+    h = hmac.new(secret, label, hashlib.sha256)
+    for part in parts:
+        h.update(len(part).to_bytes(4, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def _name_bytes(name: str | None) -> bytes:
+    return b"" if name is None else name.encode()
+
+
+class Connection:
+    """The protocol for one connection, on either side."""
+
+    def __init__(
+        self,
+        *,
+        me: str | None,
+        epoch: int,
+        secret: bytes,
+        initiator: bool,
+        last_from: Any = None,
+        nonce: bytes | None = None,
+    ) -> None:
+        """``last_from(peer) -> int`` answers "what have I executed from peer" for the handshake."""
+        self.me = me
+        self.epoch = epoch
+        self.peer: str | None = None
+        self.peer_epoch = 0
+        self._secret = secret
+        self._nonce = nonce if nonce is not None else os.urandom(16)
+        self._peer_nonce = b""
+        self._last_from = last_from or (lambda _peer: 0)
+        self._decoder = MessageDecoder()
+        self.initiator = initiator
+        self.state = State.SENT_HELLO if initiator else State.WAIT_HELLO
+        self.close_reason: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # -- outgoing --------------------------------------------------------------------------------
+
+    def start(self) -> bytes:
+        """The initiator's first bytes (empty for the acceptor, who waits for hello)."""
+        if not self.initiator:
+            return b""
+        return encode_message(
+            {
+                "t": "hello",
+                "v": PROTOCOL_VERSION,
+                "name": self.me,
+                "epoch": self.epoch,
+                "nonce": self._nonce,
+            }
+        )
+
+    def send(self, message: dict[str, Any]) -> bytes:
+        if self.state is not State.OPEN:
+            raise RuntimeError(f"cannot send {message.get('t')!r} before the connection is open")
+        return encode_message(message)
+
+    def send_error(self, why: str) -> bytes:
+        """Bytes telling the peer why we close; the connection is closed afterwards."""
+        self.state = State.CLOSED
+        self.close_reason = why
+        return encode_message({"t": "error", "why": why})
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> tuple[list[Event], bytes]:
+        """Take received bytes; return the events they complete and bytes to send in answer."""
+        if self.state is State.CLOSED:
+            return [], b""
+        self._decoder.feed(data)
+        events: list[Event] = []
+        reply = bytearray()
+        try:
+            while not self.closed:
+                message = self._decoder.next_message()
+                if message is None:
+                    break
+                reply += self._handle(message, events)
+        except (WireError, ProtocolError) as exc:
+            reply += self.send_error(str(exc))
+            events.append(Closed(str(exc)))
+        return events, bytes(reply)
+
+    def _handle(self, m: dict[str, Any], events: list[Event]) -> bytes:
+        t = m["t"]
+        if t == "error":
+            self.state = State.CLOSED
+            self.close_reason = f"peer closed: {m.get('why')}"
+            events.append(Closed(self.close_reason))
+            return b""
+        if self.state is State.OPEN:
+            events.append(Received(m))
+            return b""
+        if self.state is State.WAIT_HELLO and t == "hello":
+            return self._on_hello(m)
+        if self.state is State.SENT_HELLO and t == "welcome":
+            return self._on_welcome(m)
+        if self.state is State.WAIT_AUTH and t == "auth":
+            return self._on_auth(m, events)
+        if self.state is State.WAIT_READY and t == "ready":
+            last = m.get("last")
+            if not isinstance(last, int) or last < 0:
+                raise ProtocolError("ready: last must be a non-negative integer")
+            self.state = State.OPEN
+            events.append(Opened(self.peer, self.peer_epoch, last))
+            return b""
+        raise ProtocolError(f"unexpected {t!r} message during the handshake ({self.state.value})")
+
+    def _check_version(self, m: dict[str, Any]) -> None:
+        version = m.get("v")
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
+            )
+
+    def _on_hello(self, m: dict[str, Any]) -> bytes:
+        self._check_version(m)
+        name, epoch, nonce = m.get("name"), m.get("epoch"), m.get("nonce")
+        if not (name is None or (isinstance(name, str) and name)):
+            raise ProtocolError("hello: name must be a non-empty string or null")
+        if not isinstance(epoch, int) or not isinstance(nonce, bytes) or len(nonce) != 16:
+            raise ProtocolError("hello: epoch must be an integer and nonce 16 bytes")
+        self.peer, self.peer_epoch, self._peer_nonce = name, epoch, nonce
+        self.state = State.WAIT_AUTH
+        mac = _mac(
+            self._secret, b"welcome", nonce, self._nonce, _name_bytes(self.me), _name_bytes(name)
+        )
+        return encode_message(
+            {
+                "t": "welcome",
+                "v": PROTOCOL_VERSION,
+                "name": self.me,
+                "epoch": self.epoch,
+                "nonce": self._nonce,
+                "mac": mac,
+            }
+        )
+
+    def _on_welcome(self, m: dict[str, Any]) -> bytes:
+        self._check_version(m)
+        name, epoch, nonce, mac = m.get("name"), m.get("epoch"), m.get("nonce"), m.get("mac")
+        if not isinstance(nonce, bytes) or len(nonce) != 16 or not isinstance(mac, bytes):
+            raise ProtocolError("welcome: malformed nonce or mac")
+        expected = _mac(
+            self._secret, b"welcome", self._nonce, nonce, _name_bytes(name), _name_bytes(self.me)
+        )
+        if not hmac.compare_digest(mac, expected):
+            raise ProtocolError("authentication failed: the peer does not know the cluster secret")
+        if not isinstance(epoch, int):
+            raise ProtocolError("welcome: epoch must be an integer")
+        self.peer, self.peer_epoch, self._peer_nonce = name, epoch, nonce
+        self.state = State.WAIT_READY
+        proof = _mac(
+            self._secret, b"auth", nonce, self._nonce, _name_bytes(self.me), _name_bytes(name)
+        )
+        last = self._last_from(name) if name is not None else 0
+        return encode_message({"t": "auth", "mac": proof, "last": last})
+
+    def _on_auth(self, m: dict[str, Any], events: list[Event]) -> bytes:
+        mac, last = m.get("mac"), m.get("last")
+        expected = _mac(
+            self._secret,
+            b"auth",
+            self._nonce,
+            self._peer_nonce,
+            _name_bytes(self.peer),
+            _name_bytes(self.me),
+        )
+        if not isinstance(mac, bytes) or not hmac.compare_digest(mac, expected):
+            raise ProtocolError("authentication failed: the peer does not know the cluster secret")
+        if not isinstance(last, int) or last < 0:
+            raise ProtocolError("auth: last must be a non-negative integer")
+        self.state = State.OPEN
+        events.append(Opened(self.peer, self.peer_epoch, last))
+        mine = self._last_from(self.peer) if self.peer is not None else 0
+        return encode_message({"t": "ready", "last": mine})

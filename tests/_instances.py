@@ -1,0 +1,108 @@
+"""Start, kill and restart real instance processes for crash tests.
+
+Output goes to files, not pipes: an instance that emits a lot must never block on a full pipe
+that the test is not reading at that moment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+class Instance:
+    """One ``immortals run`` process (restartable); stdout and stderr kept across restarts."""
+
+    def __init__(self, home: Path, app: str, name: str, *extra: str) -> None:
+        self.home = home
+        self.app = app
+        self.name = name
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._out = home.parent / f"{name}.stdout"
+        self._err = home.parent / f"{name}.stderr"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "runtime",
+            "--home",
+            str(self.home),
+            "run",
+            self.app,
+            "--name",
+            self.name,
+            *self.extra,
+        ]
+
+    def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        with open(self._out, "ab") as out, open(self._err, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=err, env=_env(), cwd=REPO
+            )
+        self.starts += 1
+        if wait:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """Block until this start's startup line appears on stderr; return it."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [line for line in self.stderr if " serving on " in line]
+            if len(lines) >= self.starts:
+                return lines[-1]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited before serving: {self.stderr[-5:]}")
+            time.sleep(0.01)
+        raise AssertionError(f"{self.name} did not start within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL, and wait until the process is gone."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM (a clean stop); returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+    @property
+    def stdout(self) -> list[str]:
+        return self._out.read_text().splitlines() if self._out.exists() else []
+
+    @property
+    def stderr(self) -> list[str]:
+        return self._err.read_text().splitlines() if self._err.exists() else []
+
+    def log_dir(self) -> Path:
+        return self.home / "logs" / self.name
+
+
+def run_cli(*args: str, home: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=REPO,
+    )

@@ -1,0 +1,34 @@
+"""Shared test configuration.
+
+Hypothesis runs derandomized (one fixed example sequence per test) so CI never flakes on a new
+random draw; set HYPOTHESIS_PROFILE=explore locally to search harder with fresh randomness.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=100,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "explore",
+    deadline=None,
+    max_examples=2000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """A path where a test may create one log."""
+    return tmp_path / "log"
