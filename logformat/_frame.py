@@ -22,7 +22,7 @@ from typing import Any, Final
 import zstandard
 
 from ._errors import FormatVersionError, FrameError, ValueCodecError
-from ._values import new_packer, unpack_values
+from ._values import new_packer, unpack_values, widen_big_ints
 
 FRAME_MAGIC: Final = b"IMFR"
 FRAME_VERSION: Final = 1
@@ -88,7 +88,11 @@ class FrameEncoder:
         """Encode records to a raw (uncompressed) body. May raise ValueCodecError."""
         pack = self._packer.pack
         try:
-            return b"".join([pack(r) for r in records])
+            try:
+                return b"".join([pack(r) for r in records])
+            except OverflowError:  # an integer beyond 64 bits somewhere: rare, so retry once
+                self._packer.reset()
+                return b"".join([pack(widen_big_ints(r)) for r in records])
         except (TypeError, ValueError, OverflowError) as exc:
             self._packer.reset()
             raise ValueCodecError(f"cannot store record: {exc}") from exc

@@ -14,6 +14,10 @@ Extension codes (payload in brackets; see FORMAT.md for the byte-level rules):
     5 date       [ISO-8601 text, UTF-8]
     6 Decimal    [decimal text, UTF-8]
     7 UUID       [16 raw bytes]
+    8 int        [two's-complement big-endian bytes] for integers beyond msgpack's 64 bits
+
+Big integers are rare, so they cost nothing on the common path: packing is attempted as is,
+and only when msgpack reports an integer out of range is the value rewritten with type 8.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ EXT_DATETIME = 4
 EXT_DATE = 5
 EXT_DECIMAL = 6
 EXT_UUID = 7
+EXT_BIGINT = 8
 
 
 _PLAIN_BASES: tuple[Any, ...] = (bool, int, float, str, bytes, list, dict)
@@ -79,6 +84,10 @@ def _ext_hook(code: int, data: bytes) -> Any:
             return Decimal(data.decode())
         if code == EXT_UUID:
             return _uuid.UUID(bytes=data)
+        if code == EXT_BIGINT:
+            if not data:
+                raise ValueCodecError("empty payload for a big integer")
+            return int.from_bytes(data, "big", signed=True)
     except ValueCodecError:
         raise
     except Exception as exc:
@@ -87,7 +96,36 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def _pack_inner(value: Any) -> bytes:
+    try:
+        return _packb(value)
+    except OverflowError:
+        return _packb(widen_big_ints(value))
+
+
+def _packb(value: Any) -> bytes:
     return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def widen_big_ints(value: Any) -> Any:
+    """``value`` with every integer beyond 64 bits replaced by its extension-type form."""
+    if type(value) is int:
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        size = (value.bit_length() + 8) // 8
+        return msgpack.ExtType(EXT_BIGINT, value.to_bytes(size, "big", signed=True))
+    if type(value) is list:
+        return [widen_big_ints(v) for v in value]
+    if type(value) is dict:
+        return {widen_big_ints(k): widen_big_ints(v) for k, v in value.items()}
+    if type(value) is tuple:
+        return tuple(widen_big_ints(v) for v in value)
+    if type(value) in (set, frozenset):
+        return type(value)(widen_big_ints(v) for v in value)
+    return value
 
 
 def _unpack_inner(data: bytes) -> Any:
