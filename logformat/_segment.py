@@ -77,7 +77,7 @@ def parse_segment_header(buf: ByteView) -> SegmentHeader:
             f"segment needs reader version {read_v}, this reader is version "
             f"{SEGMENT_READ_VERSION}; upgrade immortals to read this log"
         )
-    if size < SEGMENT_HEADER_SIZE or reserved != 0 or first_lsn == 0:
+    if size != SEGMENT_HEADER_SIZE or reserved != 0 or first_lsn == 0:
         raise FrameError("segment header fields are out of range")
     return SegmentHeader(read_v, write_v, size, first_lsn)
 

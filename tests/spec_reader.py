@@ -1,0 +1,192 @@
+"""A log reader written from logformat/FORMAT.md alone, to prove the spec is enough.
+
+It deliberately shares no code with ``logformat``: only the standard library and the generic
+``msgpack`` and ``zstandard`` libraries. If this reader and ``logformat`` disagree on a fixture,
+one of them does not follow the spec.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zstandard
+
+
+class SpecError(Exception):
+    pass
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code in (1, 2, 3):
+        items = msgpack.unpackb(data, ext_hook=_ext, raw=False, strict_map_key=False)
+        return {1: tuple, 2: set, 3: frozenset}[code](items)
+    if code == 4:
+        return datetime.datetime.fromisoformat(data.decode("utf-8"))
+    if code == 5:
+        return datetime.date.fromisoformat(data.decode("utf-8"))
+    if code == 6:
+        return decimal.Decimal(data.decode("utf-8"))
+    if code == 7:
+        return uuid.UUID(bytes=data)
+    if code == 8:
+        return int.from_bytes(data, "big", signed=True)
+    raise SpecError(f"ext type {code} is not defined in version 1")
+
+
+def decode_values(raw: bytes, count: int) -> list[Any]:
+    unpacker = msgpack.Unpacker(ext_hook=_ext, raw=False, strict_map_key=False)
+    unpacker.feed(raw)
+    out = [unpacker.unpack() for _ in range(count)]
+    if unpacker.tell() != len(raw):
+        raise SpecError("bytes left after the records")
+    return out
+
+
+@dataclass
+class Frame:
+    offset: int
+    first_lsn: int
+    epoch: int
+    wall_ns: int
+    records: list[Any]
+
+
+def read_segment_header(data: bytes) -> int:
+    """The segment's first LSN (section 3)."""
+    if len(data) < 32 or data[:8] != b"IMLOGSEG":
+        raise SpecError("not a segment")
+    read_version, _write_version, header_size, first_lsn, reserved, crc = struct.unpack_from(
+        "<HHIQII", data, 8
+    )
+    if _crc(data[:28]) != crc:
+        raise SpecError("segment header CRC")
+    if read_version > 1:
+        raise SpecError("needs a newer reader")
+    if header_size != 32 or reserved != 0:
+        raise SpecError("segment header fields")
+    return int(first_lsn)
+
+
+def read_frame(data: bytes, offset: int) -> tuple[Frame, int] | None:
+    """The sound frame at ``offset`` and where the next one starts, or None (section 4.1)."""
+    if offset + 48 > len(data) or data[offset : offset + 4] != b"IMFR":
+        return None
+    (
+        version,
+        codec,
+        flags,
+        first_lsn,
+        count,
+        epoch,
+        wall_ns,
+        raw_size,
+        stored_size,
+        body_crc,
+        header_crc,
+    ) = struct.unpack_from("<BBHQIIqIIII", data, offset + 4)
+    if _crc(data[offset : offset + 44]) != header_crc:
+        return None
+    if version != 1 or codec not in (0, 1) or flags or not count or not first_lsn:
+        return None
+    end = offset + 48 + stored_size
+    if end > len(data):
+        return None
+    body = data[offset + 48 : end]
+    if _crc(body) != body_crc:
+        return None
+    raw = (
+        body
+        if codec == 0
+        else zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_size)
+    )
+    if len(raw) != raw_size:
+        return None
+    return Frame(offset, first_lsn, epoch, wall_ns, decode_values(raw, count)), end
+
+
+@dataclass
+class SegmentRead:
+    first_lsn: int
+    frames: list[Frame]
+    end: int  # where the sound part ends
+    torn: bool  # an unsound tail with no sound frame after it
+
+
+def read_segment(data: bytes) -> SegmentRead:
+    """Every sound frame; at damage, apply the torn-tail rule of section 7."""
+    first = read_segment_header(data)
+    expected, offset, frames = first, 32, []
+    while offset < len(data):
+        found = read_frame(data, offset)
+        if found is None or found[0].first_lsn != expected:
+            for later in range(offset + 1, len(data)):
+                if data[later : later + 4] == b"IMFR":
+                    candidate = read_frame(data, later)
+                    if candidate is not None and candidate[0].first_lsn >= expected:
+                        raise SpecError(f"corruption at byte {offset}, LSN {expected}")
+            return SegmentRead(first, frames, offset, True)
+        frame, offset = found
+        frames.append(frame)
+        expected = frame.first_lsn + len(frame.records)
+    return SegmentRead(first, frames, offset, False)
+
+
+def read_log(path: Path) -> list[tuple[int, Any]]:
+    """(lsn, record) for every record of a log directory, in order."""
+    meta = json.loads((path / "meta.json").read_text("utf-8"))
+    if meta["format"] != "immortals-log" or meta["format_version"] > 1:
+        raise SpecError("not a version-1 log")
+    out: list[tuple[int, Any]] = []
+    names = sorted(p for p in path.iterdir() if p.name.endswith(".seg"))
+    for i, seg in enumerate(names):
+        part = read_segment(seg.read_bytes())
+        if part.torn and i != len(names) - 1:
+            raise SpecError(f"damage in sealed segment {seg.name}")
+        if out and part.first_lsn != out[-1][0] + 1:
+            raise SpecError("segments do not continue the LSNs")
+        for frame in part.frames:
+            out.extend((frame.first_lsn + j, r) for j, r in enumerate(frame.records))
+    return out
+
+
+def read_checkpoint(path: Path) -> tuple[int, Any]:
+    """(lsn, state) of a msgpack checkpoint file (section 5)."""
+    data = path.read_bytes()
+    if data[:8] != b"IMCHKPT\x00":
+        raise SpecError("not a checkpoint")
+    (
+        version,
+        codec,
+        compression,
+        flags,
+        lsn,
+        _created,
+        raw_size,
+        stored_size,
+        body_crc,
+        header_crc,
+    ) = struct.unpack_from("<HBBIQqQQII", data, 8)
+    if _crc(data[:52]) != header_crc or version != 1 or flags or codec != 1:
+        raise SpecError("checkpoint header")
+    body = data[56 : 56 + stored_size]
+    if len(body) != stored_size or _crc(body) != body_crc:
+        raise SpecError("checkpoint body")
+    raw = (
+        zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_size)
+        if compression
+        else body
+    )
+    return lsn, decode_values(raw, 1)[0]
