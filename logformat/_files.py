@@ -8,11 +8,12 @@ asks (the writer cuts a torn tail, a reader waits at it, ``verify`` reports it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import FormatVersionError, FrameError
+from ._errors import FrameError
 from ._frame import HEADER_SIZE
 from ._index import Coverage, FrameLoc, LogIndex
 from ._segment import (
@@ -61,14 +62,21 @@ def read_from(path: Path, offset: int) -> bytes:
         return f.read()
 
 
-def segment_header_damage(seg: SegmentFile, head: bytes) -> Damage | None:
-    """Damage if the segment's own header is missing, broken, or names another LSN."""
+def segment_header_damage(seg: SegmentFile, data: bytes, *, is_last: bool) -> Damage | None:
+    """Damage if the segment's own header is missing, broken, or names another LSN.
+
+    ``data`` is the segment's bytes from its start (the whole file, or at least its header). The
+    newest segment holding no more than a header that does not check out is a torn tail: the
+    writer was creating it when it stopped, so it holds no records yet.
+    """
     try:
-        header = parse_segment_header(head)
-    except (FrameError, FormatVersionError) as exc:
-        if isinstance(exc, FormatVersionError):
-            raise
-        return Damage("bad-segment-header", 0, len(head), seg.first_lsn, None, str(exc))
+        header = parse_segment_header(data[:SEGMENT_HEADER_SIZE])
+    except FrameError as exc:
+        if is_last and len(data) <= SEGMENT_HEADER_SIZE:
+            reason = f"new segment's header is torn ({exc})"
+            return Damage("torn-tail", 0, len(data), seg.first_lsn, None, reason)
+        end = min(len(data), SEGMENT_HEADER_SIZE)
+        return Damage("bad-segment-header", 0, end, seg.first_lsn, None, str(exc))
     if header.first_lsn != seg.first_lsn:
         return Damage(
             "bad-segment-header",
@@ -81,10 +89,20 @@ def segment_header_damage(seg: SegmentFile, head: bytes) -> Damage | None:
     return None
 
 
-def _index_trustworthy(index: LogIndex, log_id: str, segments: list[SegmentFile]) -> bool:
-    cov = index.coverage()
-    if cov is None or index.log_id() != log_id:
-        return False
+def bound_by_next_segment(damage: Damage, following: SegmentFile | None) -> Damage:
+    """Damage in a segment that is not the newest ends, at the latest, where the next one starts."""
+    if (
+        following is None
+        or damage.last_lsn is not None
+        or damage.first_lsn is None
+        or following.first_lsn <= damage.first_lsn
+    ):
+        return damage
+    return dataclasses.replace(damage, last_lsn=following.first_lsn - 1)
+
+
+def _index_trustworthy(cov: Coverage, segments: list[SegmentFile]) -> bool:
+    """Whether the ``covered`` mark still describes the segments (they were not cut or replaced)."""
     by_lsn = {s.first_lsn: s for s in segments}
     seg = by_lsn.get(cov.segment)
     if seg is None:
@@ -97,14 +115,19 @@ def _index_trustworthy(index: LogIndex, log_id: str, segments: list[SegmentFile]
 
 def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
     """Make the index cover every sound frame; return where the sound log ends and any damage."""
+    # Read the mark before listing the segments: a writer in another process may roll over to a
+    # new segment at any moment, and a mark naming a segment the listing has not seen yet would
+    # look untrustworthy, wiping a sound index under a live writer.
+    cov = index.coverage()
     segments = list_segments(log_dir)
     rebuilt = False
-    if not _index_trustworthy(index, log_id, segments):
+    if index.log_id() != log_id or (cov is not None and not _index_trustworthy(cov, segments)):
         index.reset(log_id)
         rebuilt = True
+        cov = None
+        segments = list_segments(log_dir)  # every frame indexed before the reset is listed now
     elif segments and (first := index.first_lsn()) is not None and first < segments[0].first_lsn:
         index.drop_below(segments[0].first_lsn)  # a trim stopped before the index followed
-    cov = index.coverage()
     if not segments:
         return CatchUp(1, 0, 0, None, 0, rebuilt=rebuilt)
     if cov is None:
@@ -120,13 +143,14 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
     for i in range(start, len(segments)):
         seg = segments[i]
         is_last = i == len(segments) - 1
+        following = None if is_last else segments[i + 1]
         if i > start or cov is None:
             offset = 0
         buf = read_from(seg.path, offset)
         if offset == 0:
-            bad = segment_header_damage(seg, buf[:SEGMENT_HEADER_SIZE])
+            bad = segment_header_damage(seg, buf, is_last=is_last)
             if bad is not None:
-                state.damage.append((seg.path, bad))
+                state.damage.append((seg.path, bound_by_next_segment(bad, following)))
                 return state
             if seg.first_lsn != state.next_lsn:
                 state.damage.append(
@@ -186,7 +210,7 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
                 Coverage(seg.first_lsn, state.end_offset, state.next_lsn, state.max_epoch, 0),
             )
         for d in result.damage:
-            state.damage.append((seg.path, _shift(d, offset)))
+            state.damage.append((seg.path, bound_by_next_segment(_shift(d, offset), following)))
         if result.damage:
             return state
     return state

@@ -86,13 +86,17 @@ class FrameEncoder:
 
     def pack_records(self, records: Sequence[Any]) -> bytes:
         """Encode records to a raw (uncompressed) body. May raise ValueCodecError."""
+        return b"".join(self.pack_each(records))
+
+    def pack_each(self, records: Sequence[Any]) -> list[bytes]:
+        """Each record's encoding, separately (the writer splits large appends by size)."""
         pack = self._packer.pack
         try:
             try:
-                return b"".join([pack(r) for r in records])
+                return [pack(r) for r in records]
             except OverflowError:  # an integer beyond 64 bits somewhere: rare, so retry once
                 self._packer.reset()
-                return b"".join([pack(widen_big_ints(r)) for r in records])
+                return [pack(widen_big_ints(r)) for r in records]
         except (TypeError, ValueError, OverflowError) as exc:
             self._packer.reset()
             raise ValueCodecError(f"cannot store record: {exc}") from exc
@@ -193,8 +197,8 @@ def check_body(header: FrameHeader, body: ByteView) -> None:
 _decompressor = zstandard.ZstdDecompressor()
 
 
-def decode_body(header: FrameHeader, body: ByteView) -> list[Any]:
-    """Decompress a checked body and decode its records. Raises FrameError on any mismatch."""
+def raw_body(header: FrameHeader, body: ByteView) -> bytes:
+    """The decompressed body (``raw_size`` bytes). Raises FrameError on any mismatch."""
     raw: ByteView = body
     if header.codec == CODEC_ZSTD:
         try:
@@ -203,8 +207,13 @@ def decode_body(header: FrameHeader, body: ByteView) -> list[Any]:
             raise FrameError(f"zstd body does not decompress: {exc}") from exc
     if len(raw) != header.raw_size:
         raise FrameError(f"body decompresses to {len(raw)} bytes, header says {header.raw_size}")
+    return bytes(raw)
+
+
+def decode_body(header: FrameHeader, body: ByteView) -> list[Any]:
+    """Decompress a checked body and decode its records. Raises FrameError on any mismatch."""
     try:
-        return unpack_values(bytes(raw), header.record_count)
+        return unpack_values(raw_body(header, body), header.record_count)
     except ValueCodecError as exc:
         raise FrameError(str(exc)) from exc
 

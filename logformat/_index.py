@@ -101,11 +101,15 @@ class LogIndex:
             txn.put(b"log_id", log_id.encode(), db=self._meta)
 
     def add(self, locs: list[FrameLoc], coverage: Coverage) -> None:
-        """Record frames and move the ``covered`` mark forward (never back) in one transaction."""
+        """Record frames and move the ``covered`` mark forward (never back) in one transaction.
+
+        The entries are written even when another process already moved the mark further: after
+        a rebuild under a live writer, the writer's newer mark does not mean the older frames,
+        which only the rebuilding scan sees, are indexed.
+        """
         with self._env.begin(write=True) as txn:
             raw = txn.get(b"covered", db=self._meta)
-            if raw is not None and Coverage(*_COVERED.unpack(raw)).next_lsn > coverage.next_lsn:
-                return  # another process got further; its entries include ours
+            stored = Coverage(*_COVERED.unpack(raw)) if raw is not None else None
             for loc in locs:
                 txn.put(
                     _KEY.pack(loc.first_lsn),
@@ -123,6 +127,8 @@ class LogIndex:
                 txn.put(
                     _TIME_KEY.pack(loc.wall_ns + _TIME_BIAS, loc.first_lsn), b"", db=self._times
                 )
+            if stored is not None and _position(stored) >= _position(coverage):
+                return  # another process got as far or further
             txn.put(
                 b"covered",
                 _COVERED.pack(
@@ -195,6 +201,10 @@ class LogIndex:
             txn.drop(self._checkpoints, delete=False)
             for lsn, summary in entries.items():
                 txn.put(_KEY.pack(lsn), summary, db=self._checkpoints)
+
+
+def _position(cov: Coverage) -> tuple[int, int, int]:
+    return cov.next_lsn, cov.segment, cov.end_offset
 
 
 def _to_loc(key: bytes, value: bytes) -> FrameLoc:

@@ -162,6 +162,20 @@ def unpack_value(data: bytes) -> Any:
         raise ValueCodecError(f"cannot decode value: {exc}") from exc
 
 
+def unpack_nth(data: bytes, index: int) -> Any:
+    """Decode only value number ``index`` (from 0) of a concatenation; skipping is cheap."""
+    unpacker = new_unpacker()
+    unpacker.feed(data)
+    try:
+        for _ in range(index):
+            unpacker.skip()
+        return unpacker.unpack()
+    except ValueCodecError:
+        raise
+    except Exception as exc:
+        raise ValueCodecError(f"cannot decode record {index}: {exc}") from exc
+
+
 def unpack_values(data: bytes, count: int) -> list[Any]:
     """Decode exactly ``count`` concatenated values (a frame body)."""
     unpacker = new_unpacker()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ._checkpoint import decode_checkpoint, list_checkpoint_files
 from ._errors import CheckpointError, FormatVersionError, FrameError, PickleRefusedError
-from ._files import list_segments, segment_header_damage
+from ._files import bound_by_next_segment, list_segments, segment_header_damage
 from ._frame import HEADER_SIZE, decode_body
 from ._meta import LogMeta, read_meta
 from ._segment import SEGMENT_HEADER_SIZE, Damage, scan_segment
@@ -91,10 +91,13 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
     for i, seg in enumerate(segments):
         is_last = i == len(segments) - 1
         data = seg.path.read_bytes()
-        bad_header = segment_header_damage(seg, data[:SEGMENT_HEADER_SIZE])
+        following = None if is_last else segments[i + 1]
+        bad_header = segment_header_damage(seg, data, is_last=is_last)
         if bad_header is not None:
-            report.damaged.append(DamagedRange(seg.path, bad_header))
-            expected = segments[i + 1].first_lsn if not is_last else expected
+            if not (bad_header.kind == "torn-tail" and report.live_writer):
+                bad_header = bound_by_next_segment(bad_header, following)
+                report.damaged.append(DamagedRange(seg.path, bad_header))
+            expected = following.first_lsn if following is not None else expected
             continue
         if seg.first_lsn != expected:
             gap = Damage(
@@ -137,6 +140,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
             damage = result.damage[-1]
             if damage.kind == "torn-tail" and report.live_writer:
                 break  # a frame being written right now, not damage
+            damage = bound_by_next_segment(damage, following)
             report.damaged.append(DamagedRange(seg.path, damage))
             if damage.kind == "lsn-gap":
                 expected = (damage.last_lsn or expected) + 1

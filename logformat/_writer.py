@@ -172,20 +172,15 @@ class LogWriter:
             is_last_segment = bool(segments) and file == segments[-1].path
             if damage.kind == "torn-tail" and is_last_segment:
                 truncated, truncated_file = damage, file
+                if damage.offset < SEGMENT_HEADER_SIZE:
+                    # A crash while creating a new segment: it holds no frames yet.
+                    os.unlink(file)
+                    fsync_dir(self.path)
+                    continue
                 with open(file, "r+b") as f:
                     f.truncate(damage.offset)
                     f.flush()
                     os.fsync(f.fileno())
-            elif (
-                damage.kind == "bad-segment-header"
-                and is_last_segment
-                and len(segments) > 1
-                and os.path.getsize(file) <= SEGMENT_HEADER_SIZE
-            ):
-                # A crash while creating a new segment: it holds no frames yet.
-                truncated, truncated_file = damage, file
-                os.unlink(file)
-                fsync_dir(self.path)
             else:
                 raise CorruptLogError(
                     damage.reason,
@@ -284,8 +279,8 @@ class LogWriter:
         locs: list[FrameLoc] = []
         lsn = self.next_lsn
         offset = self._offset
-        for group in self._split(records):
-            raw = self._encoder.pack_records(group)
+        for group in self._split(self._encoder.pack_each(records)):
+            raw = b"".join(group)
             frame = self._encoder.encode(
                 raw, first_lsn=lsn, record_count=len(group), epoch=self.epoch, wall_ns=wall_ns
             )
@@ -306,21 +301,18 @@ class LogWriter:
             offset += len(frame)
         return frames, locs
 
-    def _split(self, records: Sequence[Any]) -> list[Sequence[Any]]:
-        """Cut a large append into frames of at most ``max_frame_bytes`` raw (estimated)."""
-        if len(records) == 1:
-            return [records]
-        sizes = [len(self._encoder.pack_records([r])) for r in records]
-        if sum(sizes) <= self._max_frame_bytes:
-            return [records]
-        groups: list[Sequence[Any]] = []
-        start, total = 0, 0
-        for i, size in enumerate(sizes):
-            if total and total + size > self._max_frame_bytes:
-                groups.append(records[start:i])
-                start, total = i, 0
-            total += size
-        groups.append(records[start:])
+    def _split(self, packed: list[bytes]) -> list[list[bytes]]:
+        """Cut a large append into frames of at most ``max_frame_bytes`` raw each."""
+        groups: list[list[bytes]] = []
+        current: list[bytes] = []
+        total = 0
+        for item in packed:
+            if current and total + len(item) > self._max_frame_bytes:
+                groups.append(current)
+                current, total = [], 0
+            current.append(item)
+            total += len(item)
+        groups.append(current)
         return groups
 
     # -- checkpoints, metadata, trim -----------------------------------------------------------

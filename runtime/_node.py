@@ -33,6 +33,7 @@ from logformat import (
     encode_checkpoint,
 )
 
+from . import _faults as faults
 from ._apps import LoadedApp
 from ._errors import InstanceError
 from ._executor import Executor, Sources
@@ -274,6 +275,7 @@ class Node:
 
     def _append(self, batch: _Batch) -> int:
         """Runs on the log thread: one write + one fsync for the whole batch."""
+        faults.hit("before-fsync")
         written = 0
         if self._writer is not None:
             start = self._writer.next_lsn
@@ -319,6 +321,7 @@ class Node:
             self._stopping = True
             os._exit(70)  # nothing after this batch may be released; recovery redoes it
         written = fut.result()
+        faults.hit("after-fsync")
         last = batch.first_lsn + len(batch.records) - 1
         self.durable_lsn = last
         self._bytes_since_checkpoint += written
@@ -357,6 +360,8 @@ class Node:
         self._mark_released(lsn - 1)
         for peer, messages in per_peer.items():
             self._link(peer).send(messages)
+        if any(m[2] == "c" for messages in per_peer.values() for m in messages):
+            faults.hit("after-send")
         for peer, upto in acks.items():
             writer = self._incoming.get(peer)
             if writer is not None:
@@ -474,6 +479,7 @@ class Node:
                 return True
             self._admit_call({"k": "call", "id": key, "m": m["m"], "a": m.get("a", [])}, writer)
         elif t == "msgs" and peer is not None:
+            faults.hit("after-receive")
             for message in m.get("b", ()):
                 seq = message[1]
                 if seq <= self._held_upto.get(peer, 0):

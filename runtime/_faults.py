@@ -1,0 +1,44 @@
+"""Fault injection: SIGKILL this process at a named point, for crash tests and demos.
+
+Set ``IMMORTALS_FAULT=POINT[:N][,POINT[:N]...]`` in an instance's environment; the process kills
+itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
+
+``before-fsync``    a batch has executed; its steps are about to be written and fsynced
+``after-fsync``     a batch is durable; nothing of it has been released yet
+``after-send``      a batch's outgoing calls were handed to the network; replies not yet back
+``after-receive``   a message from a peer arrived and was decoded; it is not executed or logged
+
+SIGKILL, not an exception: nothing may run after the fault (no ``finally``, no flush), exactly as
+when a machine loses power or the kernel's OOM killer strikes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Final
+
+POINTS: Final = ("before-fsync", "after-fsync", "after-send", "after-receive")
+
+
+def _parse(spec: str) -> dict[str, int]:
+    wanted: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        point, _, count = part.partition(":")
+        if point not in POINTS:
+            raise ValueError(f"unknown fault point {point!r}; known: {', '.join(POINTS)}")
+        wanted[point] = int(count) if count else 1
+    return wanted
+
+
+_wanted = _parse(os.environ.get("IMMORTALS_FAULT", ""))
+_seen: dict[str, int] = {}
+
+
+def hit(point: str) -> None:
+    """Mark that execution reached ``point``; die here if this is the chosen moment."""
+    if not _wanted:
+        return
+    _seen[point] = _seen.get(point, 0) + 1
+    if _wanted.get(point) == _seen[point]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,24 @@
+"""The log benchmark runs end to end and saves its table and plot (speed is not judged here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks import bench_log
+
+
+def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    with open(tmp_path / "console.txt", "w") as sink:
+        result = bench_log.run(quick=True, out_dir=out, console=Console(file=sink))
+    assert {v["verdict"] for v in result["verdicts"]} <= {"PASS", "MISS"}
+    saved = json.loads((out / "log_bench.json").read_text())
+    whats = [row["what"] for row in saved["rows"]]
+    assert any("4096 records/frame" in w for w in whats)
+    assert any("bare 4 KiB" in w for w in whats)
+    assert "machine" in saved and saved["machine"]["cores"]
+    assert (out / "log_bench.png").stat().st_size > 1000
+    assert "| measurement |" in (out / "log_bench.md").read_text()
