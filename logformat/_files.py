@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._errors import FrameError
+from ._checkpoint import (
+    CHECKPOINT_HEADER_SIZE,
+    CheckpointInfo,
+    list_checkpoint_files,
+    read_checkpoint_info,
+)
+from ._errors import CheckpointError, FrameError
 from ._frame import HEADER_SIZE
 from ._index import Coverage, FrameLoc, LogIndex
 from ._segment import (
@@ -214,6 +221,40 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
         if result.damage:
             return state
     return state
+
+
+def checkpoint_infos(log_dir: Path, index: LogIndex) -> list[CheckpointInfo]:
+    """Sound checkpoints, oldest first, with their headers cached in the index.
+
+    The directory listing is the truth (a checkpoint is a file); the index only saves reading
+    every header again. An entry whose file changed size, or disappeared, is refreshed.
+    """
+    cached = index.checkpoints()
+    infos: list[CheckpointInfo] = []
+    for lsn, path in list_checkpoint_files(log_dir):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        summary = cached.get(lsn)
+        if summary is not None:
+            codec, created, raw, stored = _SUMMARY.unpack(summary)
+            if CHECKPOINT_HEADER_SIZE + stored == size:
+                infos.append(CheckpointInfo(lsn, path, codec, created, raw, stored))
+                continue
+        try:
+            infos.append(read_checkpoint_info(path))
+        except CheckpointError:
+            continue  # damaged: never listed as usable
+    fresh = {
+        i.lsn: _SUMMARY.pack(i.state_codec, i.created_ns, i.raw_size, i.stored_size) for i in infos
+    }
+    if fresh != cached:
+        index.set_checkpoints(fresh)
+    return infos
+
+
+_SUMMARY = struct.Struct("<BqQQ")  # state codec, created_ns, raw size, stored size
 
 
 def _shift(d: Damage, by: int) -> Damage:

@@ -20,7 +20,6 @@ from ._checkpoint import (
     CheckpointInfo,
     decode_checkpoint,
     list_checkpoint_files,
-    read_checkpoint_info,
 )
 from ._errors import (
     CheckpointError,
@@ -30,7 +29,7 @@ from ._errors import (
     LsnOutOfRangeError,
     ValueCodecError,
 )
-from ._files import CatchUp, SegmentFile, catch_up, list_segments
+from ._files import CatchUp, SegmentFile, catch_up, checkpoint_infos, list_segments
 from ._frame import HEADER_SIZE, decode_frame, raw_body
 from ._index import FrameLoc, LogIndex
 from ._meta import LogMeta, read_meta
@@ -219,13 +218,7 @@ class LogReader:
 
     def checkpoints(self) -> list[CheckpointInfo]:
         """Every checkpoint whose header is sound, oldest first (damaged ones are left out)."""
-        found = []
-        for _lsn, path in list_checkpoint_files(self.path):
-            try:
-                found.append(read_checkpoint_info(path))
-            except CheckpointError:
-                continue
-        return found
+        return checkpoint_infos(self.path, self._index)
 
     def load_checkpoint(self, lsn: int, *, allow_pickle: bool = False) -> Any:
         """The state stored in the checkpoint at ``lsn``."""

@@ -137,21 +137,20 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
             expected = result.next_lsn
             if not result.damage:
                 break
-            damage = result.damage[-1]
-            if damage.kind == "torn-tail" and report.live_writer:
+            found = result.damage[-1]
+            if found.kind == "torn-tail" and report.live_writer:
                 break  # a frame being written right now, not damage
-            damage = bound_by_next_segment(damage, following)
+            damage = bound_by_next_segment(found, following)
             report.damaged.append(DamagedRange(seg.path, damage))
-            if damage.kind == "lsn-gap":
-                expected = (damage.last_lsn or expected) + 1
-                offset = damage.offset
-                if damage.last_lsn is None:
-                    break
+            if found.kind == "lsn-gap" and found.last_lsn is not None:
+                expected = found.last_lsn + 1  # skip the missing LSNs, rescan the same frame
+                offset = found.offset
                 continue
-            if damage.end_offset >= len(data) or damage.last_lsn is None:
+            if damage.kind != "torn-tail" and damage.last_lsn is not None:
+                expected = damage.last_lsn + 1
+            if found.kind == "lsn-gap" or found.last_lsn is None or found.end_offset >= len(data):
                 break
-            offset = damage.end_offset
-            expected = damage.last_lsn + 1
+            offset = found.end_offset
     report.last_lsn = expected - 1
     for lsn, ckpt in list_checkpoint_files(log_dir):
         report.checkpoints += 1

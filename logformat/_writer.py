@@ -26,11 +26,10 @@ from ._checkpoint import (
     CheckpointInfo,
     encode_checkpoint,
     list_checkpoint_files,
-    read_checkpoint_info,
     write_checkpoint_file,
 )
 from ._errors import CorruptLogError, FencedError, LogError, LogLockedError
-from ._files import SegmentFile, catch_up, list_segments
+from ._files import SegmentFile, catch_up, checkpoint_infos, list_segments
 from ._frame import HEADER_SIZE, FrameEncoder
 from ._index import Coverage, FrameLoc, LogIndex
 from ._meta import LogMeta, fsync_dir, read_meta, write_meta
@@ -331,7 +330,8 @@ class LogWriter:
         return path
 
     def checkpoints(self) -> list[CheckpointInfo]:
-        return [read_checkpoint_info(p) for _lsn, p in list_checkpoint_files(self.path)]
+        """Sound checkpoints, oldest first."""
+        return checkpoint_infos(self.path, self._index)
 
     def _remove_unfinished_checkpoints(self) -> None:
         # Leftover temporary files are checkpoints a crash interrupted: never valid.

@@ -260,7 +260,8 @@ def _colourise(line: str, *, as_json: bool) -> str:
     from pygments.lexers import JsonLexer, PythonLexer
 
     lexer = JsonLexer() if as_json else PythonLexer()
-    return highlight(line, lexer, TerminalFormatter()).rstrip("\n")
+    coloured: str = highlight(line, lexer, TerminalFormatter())
+    return coloured.rstrip("\n")
 
 
 # -- verify -------------------------------------------------------------------------------------

@@ -110,3 +110,13 @@ def test_a_checkpoint_beyond_the_end_is_refused(log_dir: Path) -> None:
         writer.append([1, 2])
         with pytest.raises(LogError, match="beyond"):
             writer.write_checkpoint(3, {})
+
+
+def test_the_index_caches_the_checkpoint_list_and_follows_the_directory(log_dir: Path) -> None:
+    _log_with_checkpoints(log_dir, [3, 7])
+    with LogReader(log_dir) as reader:
+        assert [c.lsn for c in reader.checkpoints()] == [3, 7]
+        assert sorted(reader._index.checkpoints()) == [3, 7]  # cached in lmdb
+        (log_dir / "checkpoints" / "00000000000000000003.ckpt").unlink()
+        assert [c.lsn for c in reader.checkpoints()] == [7]
+        assert sorted(reader._index.checkpoints()) == [7]
