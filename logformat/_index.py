@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import lmdb
+
 from ._lmdbenv import acquire_env, release_env
 
 INDEX_DIR: Final = "index"
@@ -63,7 +65,22 @@ class LogIndex:
 
     def __init__(self, log_dir: Path) -> None:
         self._path = log_dir / INDEX_DIR
-        self._env = acquire_env(
+        try:
+            self._env = self._open_env()
+        except lmdb.InvalidError:
+            # The file is not an lmdb environment (damaged, or cut short by a crash). The index
+            # is only a cache: start an empty one, which the caller's catch-up rebuilds.
+            for name in ("data.mdb", "lock.mdb"):
+                (self._path / name).unlink(missing_ok=True)
+            self._env = self._open_env()
+        self._frames = self._env.open_db(b"frames")
+        self._times = self._env.open_db(b"times")
+        self._meta = self._env.open_db(b"meta")
+        self._checkpoints = self._env.open_db(b"checkpoints")
+        self._closed = False
+
+    def _open_env(self) -> lmdb.Environment:
+        return acquire_env(
             self._path,
             map_size=_MAP_SIZE,
             max_dbs=5,
@@ -72,11 +89,6 @@ class LogIndex:
             readahead=False,
             max_readers=256,
         )
-        self._frames = self._env.open_db(b"frames")
-        self._times = self._env.open_db(b"times")
-        self._meta = self._env.open_db(b"meta")
-        self._checkpoints = self._env.open_db(b"checkpoints")
-        self._closed = False
 
     def close(self) -> None:
         if not self._closed:

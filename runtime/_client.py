@@ -64,9 +64,10 @@ class Client:
         record = self.home.lookup(name)
         if record is None:
             raise _Retry(f"instance {name!r} is not registered under {self.home.path}")
+        secret = self.home.secret()
         sock = socket.create_connection((record.host, record.port), timeout=self.attempt_timeout)
-        conn = Connection(me=None, epoch=0, secret=self.home.secret(), initiator=True)
         try:
+            conn = Connection(me=None, epoch=0, secret=secret, initiator=True)
             sock.sendall(conn.start())
             while conn.state.value != "open":
                 for event in self._read(sock, conn):

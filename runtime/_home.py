@@ -60,20 +60,26 @@ class Home:
         return self.path / "logs" / name
 
     def secret(self) -> bytes:
-        """The cluster secret, created on first use."""
+        """The cluster secret, created on first use (atomically: never seen half-written)."""
         path = self.path / "secret"
         try:
             return path.read_bytes()
         except FileNotFoundError:
             pass
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = self.path / f".secret.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, secrets.token_bytes(32))
-        except BaseException:
+            os.fsync(fd)
+        finally:
             os.close(fd)
-            raise
-        os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process won the race: then use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
         return path.read_bytes()
 
     def _registry(self) -> lmdb.Environment:

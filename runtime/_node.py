@@ -123,12 +123,14 @@ class Node:
         self._last_checkpoint_warning = 0.0
         self._stopping = False
         self.address = ""
+        self._secret = b""
         self.log = _stderr_log
 
     # -- start and recovery ---------------------------------------------------------------------
 
     async def start(self) -> StartupReport:
         started = time.perf_counter()
+        self._secret = self.home.secret()
         self.epoch = self.home.next_epoch(self.name)
         checkpoint_lsn: int | None = None
         replayed = 0
@@ -420,7 +422,7 @@ class Node:
         conn = Connection(
             me=self.name,
             epoch=self.epoch,
-            secret=self.home.secret(),
+            secret=self._secret,
             initiator=False,
             last_from=lambda peer: self.streams.seq_in.get(peer, 0),
         )
@@ -565,7 +567,7 @@ class _Link:
             conn = Connection(
                 me=self.node.name,
                 epoch=self.node.epoch,
-                secret=self.node.home.secret(),
+                secret=self.node._secret,
                 initiator=True,
                 last_from=lambda peer: self.node.streams.seq_in.get(peer, 0),
             )
