@@ -14,7 +14,13 @@ Typical use::
             ...
 """
 
-from ._checkpoint import CheckpointInfo, decode_checkpoint, encode_checkpoint
+from ._checkpoint import (
+    CheckpointInfo,
+    decode_checkpoint,
+    encode_checkpoint,
+    pack_state,
+    seal_checkpoint,
+)
 from ._errors import (
     CheckpointError,
     CorruptLogError,
@@ -69,9 +75,11 @@ __all__ = [
     "decode_checkpoint",
     "decode_frame",
     "encode_checkpoint",
+    "pack_state",
     "pack_value",
     "read_meta",
     "release_env",
+    "seal_checkpoint",
     "trim_log",
     "unpack_value",
     "verify_log",

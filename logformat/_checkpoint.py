@@ -66,18 +66,28 @@ def encode_checkpoint(lsn: int, state: Any, *, use_pickle: bool = False, level: 
     Raises ValueCodecError when the state holds a type the msgpack codec cannot store; the message
     says to make the state plain data or to opt in to pickle.
     """
+    codec, raw = pack_state(state, use_pickle=use_pickle)
+    return seal_checkpoint(lsn, codec, raw, level=level)
+
+
+def pack_state(state: Any, *, use_pickle: bool = False) -> tuple[int, bytes]:
+    """(state codec, uncompressed bytes): the part that must happen while the state holds still.
+
+    Sealing (compression, header) can then run on another thread while the state moves on.
+    """
     if use_pickle:
-        raw = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        codec = STATE_PICKLE
-    else:
-        try:
-            raw = pack_value(state)
-        except ValueCodecError as exc:
-            raise ValueCodecError(
-                f"{exc}; keep state to plain data (dict, list, str, numbers, tuple, set, "
-                "datetime, Decimal, UUID) or opt in to pickled checkpoints"
-            ) from exc
-        codec = STATE_MSGPACK
+        return STATE_PICKLE, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return STATE_MSGPACK, pack_value(state)
+    except ValueCodecError as exc:
+        raise ValueCodecError(
+            f"{exc}; keep state to plain data (dict, list, str, numbers, tuple, set, "
+            "datetime, Decimal, UUID) or opt in to pickled checkpoints"
+        ) from exc
+
+
+def seal_checkpoint(lsn: int, codec: int, raw: bytes, *, level: int = 3) -> bytes:
+    """Compress packed state and put the header in front: the whole checkpoint file."""
     body = zstandard.ZstdCompressor(level=level).compress(raw)
     head = _HEADER.pack(
         CHECKPOINT_MAGIC,

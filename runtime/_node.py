@@ -30,7 +30,8 @@ from logformat import (
     LogMeta,
     LogReader,
     LogWriter,
-    encode_checkpoint,
+    pack_state,
+    seal_checkpoint,
 )
 
 from . import _faults as faults
@@ -86,7 +87,7 @@ class StartupReport:
 class _Batch:
     records: list[dict[str, Any]]
     first_lsn: int
-    checkpoint: bytes | None = None
+    checkpoint: tuple[int, bytes] | None = None  # (state codec, packed state), sealed off-loop
 
 
 class Node:
@@ -287,19 +288,19 @@ class Node:
             self._writer.append(batch.records)
             written = self._writer._offset - before
             if batch.checkpoint is not None:
-                self._writer.write_checkpoint_bytes(
-                    batch.first_lsn + len(batch.records) - 1, batch.checkpoint
-                )
+                lsn = batch.first_lsn + len(batch.records) - 1
+                codec, packed = batch.checkpoint
+                self._writer.write_checkpoint_bytes(lsn, seal_checkpoint(lsn, codec, packed))
         return max(written, 0)
 
-    def _snapshot_bytes(self, lsn: int) -> bytes | None:
+    def _snapshot_bytes(self, lsn: int) -> tuple[int, bytes] | None:
         snap = {
             "format": CHECKPOINT_FORMAT,
             "exec": self.executor.snapshot(),
             "streams": self.streams.snapshot(),
         }
         try:
-            return encode_checkpoint(lsn, snap, use_pickle=self.config.allow_pickle)
+            return pack_state(snap, use_pickle=self.config.allow_pickle)
         except Exception as exc:  # unstorable state: keep serving, keep the log, say why
             self.log(f"{self.name}: checkpoint at LSN {lsn} skipped: {exc}")
             self._last_checkpoint = time.monotonic()

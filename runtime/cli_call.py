@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ._client import connect
@@ -39,7 +40,7 @@ def call_command(args: argparse.Namespace) -> int:
         try:
             result = client.call(args.name, args.method, *values, key=args.key)
         except RemoteError as exc:
-            print(f"immortals: {args.name}.{args.method} raised {exc}", flush=True)
+            print(f"immortals: {args.name}.{args.method} raised {exc}", file=sys.stderr)
             return 1
     print(json.dumps(result, default=str))
     return 0

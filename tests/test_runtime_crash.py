@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,8 +177,10 @@ def test_checkpoints_shorten_recovery_and_a_damaged_one_is_skipped(
     checkpoints = sorted((ledger.log_dir() / "checkpoints").glob("*.ckpt"))
     assert len(checkpoints) >= 2
     ledger.start()
-    line = ledger.stderr[-1]
-    assert f"checkpoint at LSN {int(checkpoints[-1].stem)}" in line
+    line = [x for x in ledger.stderr if "serving on" in x][-1]
+    assert f"checkpoint at LSN {int(checkpoints[-1].stem)};" in line
+    replayed = int(re.search(r"replayed (\d+) steps; recovered in [\d.]+ ms", line).group(1))
+    assert replayed == 71 - int(checkpoints[-1].stem)  # start + 70 adds; only those after it
     with connect(home) as client:
         assert client.call("ledger", "state")["tags"] == list(range(70))
     ledger.kill()
@@ -259,3 +262,35 @@ def test_sigterm_stops_cleanly_and_restart_replays_nothing_lost(
     with connect(home) as client:
         assert client.call("ledger", "state")["total"] == 20
     assert Home(home).lookup("ledger") is not None
+
+
+def test_immortals_call_prints_json_and_reports_remote_errors(
+    home: Path, instances: list[Instance]
+) -> None:
+    _start(instances, home, LEDGER, "ledger")
+    ok = run_cli("call", "ledger", "add", "1", "5", home=home)
+    assert ok.returncode == 0
+    assert ok.stdout.strip() == "5"
+    same = run_cli("call", "ledger", "add", "2", "5", "--key", "k-1", home=home)
+    again = run_cli("call", "ledger", "add", "2", "5", "--key", "k-1", home=home)
+    assert same.stdout == again.stdout == "10\n"  # a retry with the same key: executed once
+    failed = run_cli("call", "ledger", "add", "oops", home=home)
+    assert failed.returncode == 1
+    assert "TypeError" in failed.stderr
+    missing = run_cli("call", "nobody", "add", "--timeout", "1", home=home)
+    assert missing.returncode == 2
+    assert "nobody" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_durability_none_runs_the_same_code_with_no_log(
+    home: Path, instances: list[Instance]
+) -> None:
+    ledger = _start(instances, home, LEDGER, "ledger", "--durability", "none")
+    with connect(home) as client:
+        assert client.call("ledger", "add", 0, 7) == 7
+    assert not (home / "logs" / "ledger").exists()
+    ledger.kill()
+    ledger.start()
+    with connect(home) as client:
+        assert client.call("ledger", "state") == {"total": 0, "tags": []}  # unprotected: lost
