@@ -14,6 +14,7 @@ import pickle
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -158,13 +159,28 @@ def checkpoint_dir(log_dir: Path) -> Path:
     return log_dir / CHECKPOINT_DIR
 
 
-def write_checkpoint_file(log_dir: Path, lsn: int, data: bytes, *, sync: bool = True) -> Path:
-    """Store encoded checkpoint bytes under their final name, atomically."""
+def write_checkpoint_file(
+    log_dir: Path,
+    lsn: int,
+    data: bytes,
+    *,
+    sync: bool = True,
+    fault_hook: Callable[[str], None] | None = None,
+) -> Path:
+    """Store encoded checkpoint bytes under their final name, atomically.
+
+    ``fault_hook("mid-checkpoint")`` is called with half the bytes written, for crash tests.
+    """
     folder = checkpoint_dir(log_dir)
     folder.mkdir(exist_ok=True)
     final = folder / checkpoint_name(lsn)
     tmp = folder / (checkpoint_name(lsn) + ".tmp")
     with open(tmp, "wb") as f:
+        if fault_hook is not None:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            fault_hook("mid-checkpoint")
+            data = data[len(data) // 2 :]
         f.write(data)
         if sync:
             f.flush()

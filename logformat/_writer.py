@@ -17,7 +17,7 @@ import fcntl
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -99,6 +99,7 @@ class LogWriter:
         sync: bool,
         segment_size: int,
         max_frame_bytes: int,
+        fault_hook: Callable[[str], None] | None = None,
     ) -> None:
         self.path = log_dir
         self.meta = meta
@@ -107,6 +108,7 @@ class LogWriter:
         self._lock_fd = lock_fd
         self._segment_size = segment_size
         self._max_frame_bytes = max_frame_bytes
+        self._fault_hook = fault_hook
         self._encoder = FrameEncoder()
         self._index = LogIndex(log_dir)
         self._fd = -1
@@ -129,6 +131,7 @@ class LogWriter:
         sync: bool = True,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        fault_hook: Callable[[str], None] | None = None,
     ) -> LogWriter:
         """Open (or, given ``create``, create) the log at ``path`` for appending.
 
@@ -153,6 +156,7 @@ class LogWriter:
             sync=sync,
             segment_size=segment_size,
             max_frame_bytes=max_frame_bytes,
+            fault_hook=fault_hook,
         )
         try:
             writer._recover()
@@ -256,6 +260,9 @@ class LogWriter:
         assert self._segment is not None
         written = 0
         view = memoryview(data)
+        if self._fault_hook is not None:  # crash tests: stop with half a frame on disk
+            written = os.write(self._fd, view[: len(data) // 2])
+            self._fault_hook("mid-frame")
         while written < len(data):
             written += os.write(self._fd, view[written:])
         if self.sync:
@@ -326,7 +333,9 @@ class LogWriter:
         """Store already encoded checkpoint bytes (encode them off the hot path)."""
         if not 0 <= lsn <= self.last_lsn:
             raise LogError(f"checkpoint LSN {lsn} is beyond the log's end ({self.last_lsn})")
-        path = write_checkpoint_file(self.path, lsn, data, sync=self.sync)
+        path = write_checkpoint_file(
+            self.path, lsn, data, sync=self.sync, fault_hook=self._fault_hook
+        )
         return path
 
     def checkpoints(self) -> list[CheckpointInfo]:

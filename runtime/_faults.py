@@ -5,8 +5,10 @@ itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
 
 ``before-fsync``    a batch has executed; its steps are about to be written and fsynced
 ``after-fsync``     a batch is durable; nothing of it has been released yet
-``after-send``      a batch's outgoing calls were handed to the network; replies not yet back
+``after-send``      a batch's outgoing messages (calls or replies) were handed to the network
 ``after-receive``   a message from a peer arrived and was decoded; it is not executed or logged
+``mid-frame``       half of a batch's frame bytes are written to the log, the rest are not
+``mid-checkpoint``  half of a checkpoint file is written (under its temporary name)
 
 SIGKILL, not an exception: nothing may run after the fault (no ``finally``, no flush), exactly as
 when a machine loses power or the kernel's OOM killer strikes.
@@ -18,7 +20,14 @@ import os
 import signal
 from typing import Final
 
-POINTS: Final = ("before-fsync", "after-fsync", "after-send", "after-receive")
+POINTS: Final = (
+    "before-fsync",
+    "after-fsync",
+    "after-send",
+    "after-receive",
+    "mid-frame",
+    "mid-checkpoint",
+)
 
 
 def _parse(spec: str) -> dict[str, int]:
@@ -33,6 +42,11 @@ def _parse(spec: str) -> dict[str, int]:
 
 _wanted = _parse(os.environ.get("IMMORTALS_FAULT", ""))
 _seen: dict[str, int] = {}
+
+
+def armed(*points: str) -> bool:
+    """Whether any of ``points`` is armed (so callers add hooks only when needed)."""
+    return any(p in _wanted for p in points)
 
 
 def hit(point: str) -> None:

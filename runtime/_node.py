@@ -60,6 +60,7 @@ class NodeConfig:
     emit_stream: IO[str] | None = None
     emit_tagged: bool = False
     reconnect_max_delay: float = 1.0
+    heartbeat_seconds: float = 1.0
     sources: Sources | None = None
 
 
@@ -179,6 +180,7 @@ class Node:
                 log_dir,
                 epoch=self.epoch,
                 create=LogMeta(self.name, self.app.spec, self.app.code_version),
+                fault_hook=faults.hit if faults.armed("mid-frame", "mid-checkpoint") else None,
             )
         except LogLockedError:
             running = self.home.lookup(self.name)
@@ -363,7 +365,7 @@ class Node:
         self._mark_released(lsn - 1)
         for peer, messages in per_peer.items():
             self._link(peer).send(messages)
-        if any(m[2] == "c" for messages in per_peer.values() for m in messages):
+        if per_peer:
             faults.hit("after-send")
         for peer, upto in acks.items():
             writer = self._incoming.get(peer)
@@ -420,6 +422,7 @@ class Node:
     # -- connections -----------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One incoming connection: a peer's link (its messages to us) or an outside caller."""
         conn = Connection(
             me=self.name,
             epoch=self.epoch,
@@ -428,9 +431,12 @@ class Node:
             last_from=lambda peer: self.streams.seq_in.get(peer, 0),
         )
         peer: str | None = None
+        who = "an unidentified peer"
+        silence = 3 * self.config.heartbeat_seconds  # a live peer's link pings more often
         try:
             while True:
-                data = await reader.read(1 << 16)
+                timeout = silence if peer is not None else None
+                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
                 if not data:
                     return
                 events, reply = conn.receive_data(data)
@@ -438,19 +444,27 @@ class Node:
                     writer.write(reply)
                 for event in events:
                     if isinstance(event, Opened):
+                        refusal = self._refuse_peer(event)
+                        if refusal is not None:
+                            writer.write(conn.send_error(refusal))
+                            self.log(f"{self.name}: refused a connection: {refusal}")
+                            return
                         peer = event.peer
+                        who = peer or "an outside caller"
                         if peer is not None:
                             self._incoming[peer] = writer
                             self._link(peer).acknowledged(event.last)
                     elif isinstance(event, Received):
                         if not self._on_message(peer, event.message, writer):
-                            writer.write(conn.send_error("sequence gap; reconnect to resend"))
+                            why = "sequence gap; reconnect to resend"
+                            writer.write(conn.send_error(why))
+                            self.log(f"{self.name}: dropped the connection from {who}: {why}")
                             return
                     elif isinstance(event, Closed):
-                        self.log(
-                            f"{self.name}: dropped a connection from {peer or 'an outside caller'}: {event.reason}"
-                        )
+                        self.log(f"{self.name}: dropped a connection from {who}: {event.reason}")
                         return
+        except TimeoutError:
+            self.log(f"{self.name}: {who} went silent for {silence:.0f} s; dropped its connection")
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return  # a cancelled accept task at shutdown ends quietly
         finally:
@@ -458,6 +472,27 @@ class Node:
                 del self._incoming[peer]
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _refuse_peer(self, opened: Opened) -> str | None:
+        """Why a peer that passed authentication may still not talk to us (None: it may).
+
+        The cluster secret proves membership, not identity: the registry says which epoch of
+        each instance is the current one, so a stale instance (a zombie that lost its log lock)
+        or a peer using another instance's name is turned away.
+        """
+        if opened.peer is None:
+            return None
+        if opened.peer == self.name:
+            return f"a peer claims to be {self.name!r}, which is this instance"
+        record = self.home.lookup(opened.peer)
+        if record is None:
+            return f"a peer claims to be {opened.peer!r}, which is not registered"
+        if record.epoch != opened.epoch:
+            return (
+                f"a peer claims to be {opened.peer!r} at epoch {opened.epoch}, "
+                f"but {opened.peer!r} is at epoch {record.epoch}"
+            )
+        return None
 
     def _on_message(
         self, peer: str | None, m: dict[str, Any], writer: asyncio.StreamWriter
@@ -588,8 +623,22 @@ class _Link:
     async def _serve(
         self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        beat = self.node.config.heartbeat_seconds
+        quiet = 0
         while True:
-            data = await reader.read(1 << 16)
+            try:
+                data = await asyncio.wait_for(reader.read(1 << 16), beat)
+            except TimeoutError:
+                quiet += 1
+                if quiet >= 3:
+                    self.node.log(
+                        f"{self.node.name}: {self.peer} silent for {3 * beat:.0f} s; reconnecting"
+                    )
+                    return
+                if self._conn is not None:
+                    writer.write(conn.send({"t": "ping"}))
+                continue
+            quiet = 0
             if not data:
                 return
             events, reply = conn.receive_data(data)
