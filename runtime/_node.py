@@ -613,6 +613,12 @@ class _Link:
                 delay = 0.05
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not end the link: log it, reconnect
+                self.node.log(
+                    f"{self.node.name}: link to {self.peer} failed: {exc!r}; reconnecting"
+                )
             finally:
                 self._writer = None
                 self._conn = None
