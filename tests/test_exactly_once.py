@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import connect
+from runtime import InstanceError, connect
 from tests._instances import Instance
 
 COUNTER = "samples/counter/counter.py"
@@ -202,3 +202,50 @@ def test_three_callers_with_posts_keep_per_sender_order(
     assert sorted(v for c in callers for v in _outputs(c.stdout)) == list(
         range(1, state["count"] + 1)
     )
+
+
+def test_calls_to_an_instance_that_is_not_running_yet_wait_durably(
+    home: Path, instances: list[Instance]
+) -> None:
+    client = _instance(instances, home, f"{COUNTER}:Client", "client")
+    client.start()  # "server" does not exist yet: the calls wait in the client's log
+    time.sleep(0.5)
+    client.kill()  # and survive the client's own crash while waiting
+    client.start()
+    assert client.stdout == []
+    server = _instance(instances, home, f"{COUNTER}:Server", "server")
+    server.start()
+    _wait_for(lambda: len(client.stdout) >= 2, "the client's outputs")
+    _assert_failure_free(home, server, client)
+
+
+def test_a_kill_in_the_middle_of_a_checkpoint_loses_nothing(
+    home: Path, instances: list[Instance]
+) -> None:
+    tally = _instance(instances, home, f"{CHATTER}:Tally", "tally", "--checkpoint-seconds", "0.1")
+    os.environ["IMMORTALS_FAULT"] = "mid-checkpoint:2"
+    try:
+        tally.start()
+    finally:
+        del os.environ["IMMORTALS_FAULT"]
+    folder = tally.log_dir() / "checkpoints"
+    died = False
+    with connect(home, timeout=1.5, attempt_timeout=0.5) as outside:
+        for n in range(1, 41):
+            while True:
+                try:
+                    outside.call("tally", "inc", "x", n, key=f"call-{n}")
+                    break
+                except InstanceError:
+                    assert _died(tally)
+                    assert tally.proc is not None and tally.proc.returncode == -9
+                    assert list(folder.glob("*.tmp"))  # half a checkpoint, under a temporary name
+                    died = True
+                    tally.start()
+                    assert not list(folder.glob("*.tmp"))  # recovery removed it
+            time.sleep(0.01)
+    assert died
+    with connect(home) as outside:
+        state = outside.call("tally", "state")
+    assert state["count"] == 40
+    assert state["seen"]["x"] == list(range(1, 41))
