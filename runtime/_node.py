@@ -39,7 +39,7 @@ from ._apps import LoadedApp
 from ._errors import InstanceError
 from ._executor import Executor, Sources
 from ._home import Home, InstanceRecord
-from ._protocol import Closed, Connection, Opened, Received
+from ._protocol import Closed, Connection, Event, Opened, Received
 from ._streams import Streams
 
 CHECKPOINT_FORMAT = 1
@@ -435,13 +435,9 @@ class Node:
         silence = 3 * self.config.heartbeat_seconds  # a live peer's link pings more often
         try:
             while True:
-                timeout = silence if peer is not None else None
-                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
-                if not data:
+                events = await _receive(conn, reader, writer, silence if peer else None)
+                if events is None:
                     return
-                events, reply = conn.receive_data(data)
-                if reply:
-                    writer.write(reply)
                 for event in events:
                     if isinstance(event, Opened):
                         refusal = self._refuse_peer(event)
@@ -633,7 +629,7 @@ class _Link:
         quiet = 0
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(1 << 16), beat)
+                events = await _receive(conn, reader, writer, beat)
             except TimeoutError:
                 quiet += 1
                 if quiet >= 3:
@@ -645,11 +641,8 @@ class _Link:
                     writer.write(conn.send({"t": "ping"}))
                 continue
             quiet = 0
-            if not data:
+            if events is None:
                 return
-            events, reply = conn.receive_data(data)
-            if reply:
-                writer.write(reply)
             for event in events:
                 if isinstance(event, Opened):
                     if event.peer != self.peer:
@@ -674,6 +667,25 @@ class _Link:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
+
+
+async def _receive(
+    conn: Connection,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    timeout: float | None,
+) -> list[Event] | None:
+    """Read what arrives, feed it to the protocol, send its answer; None when the peer closed.
+
+    Raises TimeoutError when nothing arrives within ``timeout`` seconds.
+    """
+    data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+    if not data:
+        return None
+    events, reply = conn.receive_data(data)
+    if reply:
+        writer.write(reply)
+    return events
 
 
 def _as_input(peer: str, message: list[Any]) -> dict[str, Any]:

@@ -47,11 +47,11 @@ class Instance:
             *self.extra,
         ]
 
-    def start(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+    def start(self, *, wait: bool = True, timeout: float = 30.0, fault: str = "") -> None:
+        """Start (again); ``fault`` arms IMMORTALS_FAULT for this start only."""
+        env = dict(_env(), IMMORTALS_FAULT=fault) if fault else _env()
         with open(self._out, "ab") as out, open(self._err, "ab") as err:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=err, env=_env(), cwd=REPO
-            )
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=err, env=env, cwd=REPO)
         self.starts += 1
         if wait:
             self.wait_ready(timeout)
@@ -95,6 +95,28 @@ class Instance:
 
     def log_dir(self) -> Path:
         return self.home / "logs" / self.name
+
+
+class Cluster:
+    """The instances of one test's home; every one still running is killed at the end."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.instances: list[Instance] = []
+
+    def add(self, app: str, name: str, *extra: str) -> Instance:
+        instance = Instance(self.home, app, name, *extra)
+        self.instances.append(instance)
+        return instance
+
+    def start(self, app: str, name: str, *extra: str) -> Instance:
+        instance = self.add(app, name, *extra)
+        instance.start()
+        return instance
+
+    def stop_all(self) -> None:
+        for instance in self.instances:
+            instance.ensure_stopped()
 
 
 def run_cli(*args: str, home: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

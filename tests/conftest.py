@@ -7,10 +7,13 @@ random draw; set HYPOTHESIS_PROFILE=explore locally to search harder with fresh 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests._instances import Cluster
 
 settings.register_profile(
     "ci",
@@ -26,6 +29,20 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A home directory (registry, logs, secret) for one test's instances."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def cluster(home: Path) -> Iterator[Cluster]:
+    """Real instance processes under ``home``; all are killed when the test ends."""
+    started = Cluster(home)
+    yield started
+    started.stop_all()
 
 
 @pytest.fixture

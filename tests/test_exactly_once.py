@@ -7,38 +7,22 @@ each test kills at exactly the moment it names. Killed instances restart on a ne
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime import InstanceError, connect
-from tests._instances import Instance
+from tests._instances import Cluster, Instance
 
 COUNTER = "samples/counter/counter.py"
 CHATTER = "tests/apps/chatter.py"
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def instances() -> Iterator[list[Instance]]:
-    started: list[Instance] = []
-    yield started
-    for instance in started:
-        instance.ensure_stopped()
-
-
-def _instance(instances: list[Instance], home: Path, app: str, name: str, *extra: str) -> Instance:
-    instance = Instance(home, app, name, *extra)
-    instances.append(instance)
-    return instance
+def _serving(instance: Instance) -> str:
+    """The startup line of the instance's latest start."""
+    return [line for line in instance.stderr if " serving on " in line][-1]
 
 
 def _address(line: str) -> str:
@@ -59,25 +43,18 @@ def _died(instance: Instance) -> bool:
     return instance.proc is not None and instance.proc.poll() is not None
 
 
-def _run_seed_example(
-    home: Path, instances: list[Instance], *, victim: str, fault: str
-) -> tuple[Instance, Instance]:
+def _run_seed_example(cluster: Cluster, *, victim: str, fault: str) -> tuple[Instance, Instance]:
     """Server and Client of the seed example, ``victim`` armed to SIGKILL itself at ``fault``."""
-    server = _instance(instances, home, f"{COUNTER}:Server", "server")
-    client = _instance(instances, home, f"{COUNTER}:Client", "client")
-    armed = server if victim == "server" else client
-    os.environ["IMMORTALS_FAULT"] = fault
-    try:
-        (server if armed is server else client).start()
-    finally:
-        del os.environ["IMMORTALS_FAULT"]
-    (client if armed is server else server).start()
-    first = _address(armed.stderr[-1] if " serving on " in armed.stderr[-1] else armed.wait_ready())
+    server = cluster.add(f"{COUNTER}:Server", "server")
+    client = cluster.add(f"{COUNTER}:Client", "client")
+    armed, other = (server, client) if victim == "server" else (client, server)
+    armed.start(fault=fault)
+    first = _address(_serving(armed))
+    other.start()
     _wait_for(lambda: _died(armed), f"the {victim} to be killed at {fault}")
     assert armed.proc is not None and armed.proc.returncode == -9
     armed.start()
-    restarted = [x for x in armed.stderr if " serving on " in x][-1]
-    assert _address(restarted) != first  # it came back somewhere else
+    assert _address(_serving(armed)) != first  # it came back somewhere else
     _wait_for(
         lambda: len(client.stdout) >= 2,
         "the client's two outputs",
@@ -95,40 +72,36 @@ def _assert_failure_free(home: Path, server: Instance, client: Instance) -> None
     assert client.stop() == 0
 
 
-def test_client_crashes_after_the_first_reply(home: Path, instances: list[Instance]) -> None:
+def test_client_crashes_after_the_first_reply(home: Path, cluster: Cluster) -> None:
     # The client's 2nd send is the batch that logged reply 1, emitted 1 and sent call 2.
-    server, client = _run_seed_example(home, instances, victim="client", fault="after-send:2")
+    server, client = _run_seed_example(cluster, victim="client", fault="after-send:2")
     _assert_failure_free(home, server, client)
 
 
-def test_client_crashes_after_sending_before_the_reply(
-    home: Path, instances: list[Instance]
-) -> None:
-    server, client = _run_seed_example(home, instances, victim="client", fault="after-send:1")
+def test_client_crashes_after_sending_before_the_reply(home: Path, cluster: Cluster) -> None:
+    server, client = _run_seed_example(cluster, victim="client", fault="after-send:1")
     _assert_failure_free(home, server, client)
 
 
-def test_server_crashes_after_the_first_call_completed(
-    home: Path, instances: list[Instance]
-) -> None:
+def test_server_crashes_after_the_first_call_completed(home: Path, cluster: Cluster) -> None:
     # The server's 1st send is the reply to call 1: the call completed and was answered.
-    server, client = _run_seed_example(home, instances, victim="server", fault="after-send:1")
+    server, client = _run_seed_example(cluster, victim="server", fault="after-send:1")
     _assert_failure_free(home, server, client)
 
 
 def test_server_crashes_after_receiving_the_call_before_replying(
-    home: Path, instances: list[Instance]
+    home: Path, cluster: Cluster
 ) -> None:
     # Received and decoded, not yet executed or logged: the client must send it again.
-    server, client = _run_seed_example(home, instances, victim="server", fault="after-receive:1")
+    server, client = _run_seed_example(cluster, victim="server", fault="after-receive:1")
     _assert_failure_free(home, server, client)
 
 
 @pytest.mark.parametrize("fault", ["after-fsync:2", "before-fsync:2", "mid-frame:2"])
 def test_server_crashes_around_the_fsync_of_the_first_call(
-    home: Path, instances: list[Instance], fault: str
+    home: Path, cluster: Cluster, fault: str
 ) -> None:
-    server, client = _run_seed_example(home, instances, victim="server", fault=fault)
+    server, client = _run_seed_example(cluster, victim="server", fault=fault)
     _assert_failure_free(home, server, client)
 
 
@@ -140,10 +113,10 @@ def _outputs(lines: list[str]) -> list[object]:
     return [seen[key] for key in sorted(seen)]
 
 
-def test_chaos_500_calls_with_kills_on_both_sides(home: Path, instances: list[Instance]) -> None:
+def test_chaos_500_calls_with_kills_on_both_sides(home: Path, cluster: Cluster) -> None:
     rng = random.Random(4242)
-    tally = _instance(instances, home, f"{CHATTER}:Tally", "tally", "--checkpoint-seconds", "0.3")
-    caller = _instance(instances, home, f"{CHATTER}:Caller", "caller", "--emit-tagged")
+    tally = cluster.add(f"{CHATTER}:Tally", "tally", "--checkpoint-seconds", "0.3")
+    caller = cluster.add(f"{CHATTER}:Caller", "caller", "--emit-tagged")
     tally.start()
     caller.start()
     kills = {"tally": 0, "caller": 0}
@@ -156,7 +129,7 @@ def test_chaos_500_calls_with_kills_on_both_sides(home: Path, instances: list[In
         victim.kill()
         kills[victim.name] += 1
         victim.start()
-        addresses[victim.name].add(_address([x for x in victim.stderr if "serving on" in x][-1]))
+        addresses[victim.name].add(_address(_serving(victim)))
     _wait_for(lambda: len(_outputs(caller.stdout)) >= 500, "500 outputs", timeout=120)
     assert min(kills.values()) >= 10, kills
     assert len(addresses["tally"]) > 1 and len(addresses["caller"]) > 1
@@ -167,15 +140,10 @@ def test_chaos_500_calls_with_kills_on_both_sides(home: Path, instances: list[In
     assert state["seen"]["caller"] == list(range(1, 501))  # none twice, none lost, in order
 
 
-def test_three_callers_with_posts_keep_per_sender_order(
-    home: Path, instances: list[Instance]
-) -> None:
+def test_three_callers_with_posts_keep_per_sender_order(home: Path, cluster: Cluster) -> None:
     rng = random.Random(99)
-    tally = _instance(instances, home, f"{CHATTER}:Tally", "tally")
-    callers = [
-        _instance(instances, home, f"{CHATTER}:MixedCaller", f"c{i}", "--emit-tagged")
-        for i in range(3)
-    ]
+    tally = cluster.add(f"{CHATTER}:Tally", "tally")
+    callers = [cluster.add(f"{CHATTER}:MixedCaller", f"c{i}", "--emit-tagged") for i in range(3)]
     tally.start()
     for c in callers:
         c.start()
@@ -205,29 +173,23 @@ def test_three_callers_with_posts_keep_per_sender_order(
 
 
 def test_calls_to_an_instance_that_is_not_running_yet_wait_durably(
-    home: Path, instances: list[Instance]
+    home: Path, cluster: Cluster
 ) -> None:
-    client = _instance(instances, home, f"{COUNTER}:Client", "client")
+    client = cluster.add(f"{COUNTER}:Client", "client")
     client.start()  # "server" does not exist yet: the calls wait in the client's log
     time.sleep(0.5)
     client.kill()  # and survive the client's own crash while waiting
     client.start()
     assert client.stdout == []
-    server = _instance(instances, home, f"{COUNTER}:Server", "server")
+    server = cluster.add(f"{COUNTER}:Server", "server")
     server.start()
     _wait_for(lambda: len(client.stdout) >= 2, "the client's outputs")
     _assert_failure_free(home, server, client)
 
 
-def test_a_kill_in_the_middle_of_a_checkpoint_loses_nothing(
-    home: Path, instances: list[Instance]
-) -> None:
-    tally = _instance(instances, home, f"{CHATTER}:Tally", "tally", "--checkpoint-seconds", "0.1")
-    os.environ["IMMORTALS_FAULT"] = "mid-checkpoint:2"
-    try:
-        tally.start()
-    finally:
-        del os.environ["IMMORTALS_FAULT"]
+def test_a_kill_in_the_middle_of_a_checkpoint_loses_nothing(home: Path, cluster: Cluster) -> None:
+    tally = cluster.add(f"{CHATTER}:Tally", "tally", "--checkpoint-seconds", "0.1")
+    tally.start(fault="mid-checkpoint:2")
     folder = tally.log_dir() / "checkpoints"
     died = False
     with connect(home, timeout=1.5, attempt_timeout=0.5) as outside:

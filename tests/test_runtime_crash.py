@@ -6,7 +6,6 @@ import json
 import random
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,31 +13,11 @@ import pytest
 from logformat import LogReader
 from runtime import RemoteError, connect
 from runtime._home import Home
-from tests._instances import Instance, run_cli
+from tests._instances import Cluster, run_cli
 
 LEDGER = "tests/apps/ledger.py:Ledger"
 DICE = "tests/apps/ledger.py:Dice"
 CHEAT = "tests/apps/ledger.py:Cheat"
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def instances() -> Iterator[list[Instance]]:
-    started: list[Instance] = []
-    yield started
-    for instance in started:
-        instance.ensure_stopped()
-
-
-def _start(instances: list[Instance], home: Path, app: str, name: str, *extra: str) -> Instance:
-    instance = Instance(home, app, name, *extra)
-    instances.append(instance)
-    instance.start()
-    return instance
 
 
 def _expected_totals(amounts: list[int]) -> list[int]:
@@ -59,14 +38,12 @@ def _tagged_emits(lines: list[str]) -> list[object]:
 
 
 def test_2000_calls_through_random_sigkills_equal_a_failure_free_run(
-    home: Path, instances: list[Instance]
+    home: Path, cluster: Cluster
 ) -> None:
     rng = random.Random(20261124)
     amounts = [rng.randint(1, 100) for _ in range(2000)]
     kill_at = sorted(rng.sample(range(50, 1950), 12))
-    ledger = _start(
-        instances, home, LEDGER, "ledger", "--emit-tagged", "--checkpoint-seconds", "0.05"
-    )
+    ledger = cluster.start(LEDGER, "ledger", "--emit-tagged", "--checkpoint-seconds", "0.05")
     reached = threading.Condition()
     progress = {"n": 0}
     kills = 0
@@ -106,8 +83,8 @@ def test_2000_calls_through_random_sigkills_equal_a_failure_free_run(
     assert any("checkpoint at LSN" in line for line in restarts[1:])
 
 
-def test_nondeterminism_and_timers_survive_a_kill(home: Path, instances: list[Instance]) -> None:
-    dice = _start(instances, home, DICE, "dice", "--checkpoint-seconds", "3600")
+def test_nondeterminism_and_timers_survive_a_kill(home: Path, cluster: Cluster) -> None:
+    dice = cluster.start(DICE, "dice", "--checkpoint-seconds", "3600")
     with connect(home) as client:
         rolls = [client.call("dice", "roll") for _ in range(5)]
         before = client.call("dice", "state")
@@ -145,10 +122,8 @@ def test_nondeterminism_and_timers_survive_a_kill(home: Path, instances: list[In
     assert dice.stdout.count('"woke"') == 1
 
 
-def test_reading_the_real_clock_is_caught_at_recovery(
-    home: Path, instances: list[Instance]
-) -> None:
-    cheat = _start(instances, home, CHEAT, "cheat", "--checkpoint-seconds", "3600")
+def test_reading_the_real_clock_is_caught_at_recovery(home: Path, cluster: Cluster) -> None:
+    cheat = cluster.start(CHEAT, "cheat", "--checkpoint-seconds", "3600")
     with connect(home) as client:
         client.call("cheat", "stamp")
     cheat.kill()
@@ -162,9 +137,9 @@ def test_reading_the_real_clock_is_caught_at_recovery(
 
 
 def test_checkpoints_shorten_recovery_and_a_damaged_one_is_skipped(
-    home: Path, instances: list[Instance]
+    home: Path, cluster: Cluster
 ) -> None:
-    ledger = _start(instances, home, LEDGER, "ledger", "--checkpoint-seconds", "0.2")
+    ledger = cluster.start(LEDGER, "ledger", "--checkpoint-seconds", "0.2")
     with connect(home) as client:
         for phase in range(3):  # a checkpoint rides on the first batch after each pause
             for tag in range(phase * 20, phase * 20 + 20):
@@ -196,10 +171,8 @@ def test_checkpoints_shorten_recovery_and_a_damaged_one_is_skipped(
         assert client.call("ledger", "state")["tags"] == list(range(70))
 
 
-def test_bad_input_is_an_error_and_the_instance_keeps_running(
-    home: Path, instances: list[Instance]
-) -> None:
-    ledger = _start(instances, home, LEDGER, "ledger", "--checkpoint-seconds", "0.1")
+def test_bad_input_is_an_error_and_the_instance_keeps_running(home: Path, cluster: Cluster) -> None:
+    ledger = cluster.start(LEDGER, "ledger", "--checkpoint-seconds", "0.1")
     with connect(home) as client:
         client.call("ledger", "add", 0, 5)
         with pytest.raises(RemoteError) as unknown:
@@ -222,10 +195,8 @@ def test_bad_input_is_an_error_and_the_instance_keeps_running(
         assert client.call("ledger", "state") == {"total": 10, "tags": [0, 1]}
 
 
-def test_a_second_process_with_the_same_name_is_refused(
-    home: Path, instances: list[Instance]
-) -> None:
-    _start(instances, home, LEDGER, "ledger")
+def test_a_second_process_with_the_same_name_is_refused(home: Path, cluster: Cluster) -> None:
+    cluster.start(LEDGER, "ledger")
     result = run_cli("run", LEDGER, "--name", "ledger", home=home, timeout=30)
     assert result.returncode == 2
     assert "already running" in result.stderr
@@ -250,9 +221,9 @@ def test_unknown_app_paths_are_one_clear_line(home: Path, app: str, fragment: st
 
 
 def test_sigterm_stops_cleanly_and_restart_replays_nothing_lost(
-    home: Path, instances: list[Instance]
+    home: Path, cluster: Cluster
 ) -> None:
-    ledger = _start(instances, home, LEDGER, "ledger")
+    ledger = cluster.start(LEDGER, "ledger")
     with connect(home) as client:
         for tag in range(10):
             client.call("ledger", "add", tag, 2)
@@ -264,10 +235,8 @@ def test_sigterm_stops_cleanly_and_restart_replays_nothing_lost(
     assert Home(home).lookup("ledger") is not None
 
 
-def test_immortals_call_prints_json_and_reports_remote_errors(
-    home: Path, instances: list[Instance]
-) -> None:
-    _start(instances, home, LEDGER, "ledger")
+def test_immortals_call_prints_json_and_reports_remote_errors(home: Path, cluster: Cluster) -> None:
+    cluster.start(LEDGER, "ledger")
     ok = run_cli("call", "ledger", "add", "1", "5", home=home)
     assert ok.returncode == 0
     assert ok.stdout.strip() == "5"
@@ -283,10 +252,8 @@ def test_immortals_call_prints_json_and_reports_remote_errors(
     assert "Traceback" not in missing.stderr
 
 
-def test_durability_none_runs_the_same_code_with_no_log(
-    home: Path, instances: list[Instance]
-) -> None:
-    ledger = _start(instances, home, LEDGER, "ledger", "--durability", "none")
+def test_durability_none_runs_the_same_code_with_no_log(home: Path, cluster: Cluster) -> None:
+    ledger = cluster.start(LEDGER, "ledger", "--durability", "none")
     with connect(home) as client:
         assert client.call("ledger", "add", 0, 7) == 7
     assert not (home / "logs" / "ledger").exists()
