@@ -114,6 +114,7 @@ class Node:
         self._held_upto: dict[str, int] = {}
         self._waiters: dict[Any, list[asyncio.StreamWriter]] = {}
         self._result_lsn: dict[Any, int] = {}
+        self._durable_in: dict[str, int] = {}  # per peer: highest number durably logged
         self._links: dict[str, _Link] = {}
         self._incoming: dict[str, asyncio.StreamWriter] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -204,6 +205,7 @@ class Node:
                 replayed += 1
             self.next_lsn = reader.last_lsn + 1
         self.durable_lsn = self.next_lsn - 1
+        self._durable_in = dict(self.streams.seq_in)
         self._released_fd = os.open(log_dir / "released", os.O_RDWR | os.O_CREAT, 0o644)
         raw = os.pread(self._released_fd, 8, 0)
         self._released_lsn = int.from_bytes(raw, "little") if len(raw) == 8 else 0
@@ -363,6 +365,8 @@ class Node:
                 self._answer(key, ok, value)
             lsn += 1
         self._mark_released(lsn - 1)
+        for peer, upto in acks.items():
+            self._durable_in[peer] = max(self._durable_in.get(peer, 0), upto)
         for peer, messages in per_peer.items():
             self._link(peer).send(messages)
         if per_peer:
@@ -394,6 +398,14 @@ class Node:
             _write(writer, {"t": "result", "id": key, "ok": ok, "v": value})
 
     # -- outside callers -------------------------------------------------------------------------
+
+    def durable_from(self, peer: str) -> int:
+        """The highest number from ``peer`` whose step is durable: what a handshake may promise.
+
+        Not ``streams.seq_in``, which counts messages executed but perhaps not yet logged: a peer
+        told that number would forget messages a crash before the fsync would then lose.
+        """
+        return self._durable_in.get(peer, 0)
 
     def _admit_call(self, inp: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         key = inp["id"]
@@ -428,7 +440,7 @@ class Node:
             epoch=self.epoch,
             secret=self._secret,
             initiator=False,
-            last_from=lambda peer: self.streams.seq_in.get(peer, 0),
+            last_from=self.durable_from,
         )
         peer: str | None = None
         who = "an unidentified peer"
@@ -447,6 +459,7 @@ class Node:
                             return
                         peer = event.peer
                         who = peer or "an outside caller"
+                        _debug(f"{self.name}: accepted {who} (it has {event.last})")
                         if peer is not None:
                             self._incoming[peer] = writer
                             self._link(peer).acknowledged(event.last)
@@ -519,6 +532,7 @@ class Node:
                 if seq <= self._held_upto.get(peer, 0):
                     continue  # already accepted, held until a checkpoint is taken
                 verdict = self.streams.admit(peer, seq)
+                _debug(f"{self.name}: message {seq} from {peer}: {verdict}")
                 if verdict == "duplicate":
                     continue
                 if verdict == "gap":
@@ -586,13 +600,17 @@ class _Link:
         delay = 0.05
         while not self.node._stopping:
             record = self.node.home.lookup(self.peer)
+            _debug(
+                f"{self.node.name}: link to {self.peer}: looking up -> {record and record.address}"
+            )
             if record is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.node.config.reconnect_max_delay)
                 continue
             try:
                 reader, writer = await asyncio.open_connection(record.host, record.port)
-            except OSError:
+            except OSError as exc:
+                _debug(f"{self.node.name}: link to {self.peer}: connect failed: {exc}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.node.config.reconnect_max_delay)
                 continue
@@ -601,7 +619,7 @@ class _Link:
                 epoch=self.node.epoch,
                 secret=self.node._secret,
                 initiator=True,
-                last_from=lambda peer: self.node.streams.seq_in.get(peer, 0),
+                last_from=self.node.durable_from,
             )
             writer.write(conn.start())
             try:
@@ -642,6 +660,7 @@ class _Link:
                 continue
             quiet = 0
             if events is None:
+                _debug(f"{self.node.name}: link to {self.peer}: closed by the peer")
                 return
             for event in events:
                 if isinstance(event, Opened):
@@ -653,6 +672,10 @@ class _Link:
                     self.node.streams.acknowledge(self.peer, event.last)
                     self._conn, self._writer = conn, writer
                     pending = self.node.streams.unacknowledged(self.peer, event.last)
+                    _debug(
+                        f"{self.node.name}: link to {self.peer} open (it has {event.last}); "
+                        f"resending {len(pending)}"
+                    )
                     if pending:
                         writer.write(conn.send({"t": "msgs", "b": pending}))
                 elif isinstance(event, Received):
@@ -726,3 +749,12 @@ def _jsonable(value: Any) -> Any:
 
 def _stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+_DEBUG = bool(os.environ.get("IMMORTALS_DEBUG"))
+
+
+def _debug(message: str) -> None:
+    """Connection-level detail, only with IMMORTALS_DEBUG=1 (what a person debugging links needs)."""
+    if _DEBUG:
+        print(f"debug: {message}", file=sys.stderr, flush=True)
