@@ -159,6 +159,8 @@ class Executor:
         self.next_tid = 0
         self.timers: dict[int, float] = {}
         self.suspended: dict[tuple[Any, ...], tuple[Coroutine[Any, Any, Any], Origin]] = {}
+        # Outcomes that arrived before anyone awaited them: key -> (ok, value or [type, msg]).
+        self.early: dict[tuple[Any, ...], tuple[bool, Any]] = {}
 
     def next_seq(self, target: str) -> int:
         """The next number in the directed stream self -> target (1, 2, 3, ...)."""
@@ -187,6 +189,7 @@ class Executor:
             "seq_out": dict(self.seq_out),
             "next_tid": self.next_tid,
             "timers": dict(self.timers),
+            "early": [[list(k), ok, v] for k, (ok, v) in self.early.items()],
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -200,6 +203,7 @@ class Executor:
         self.next_tid = int(snap["next_tid"])
         self.timers = {int(k): float(v) for k, v in snap["timers"].items()}
         self.suspended = {}
+        self.early = {tuple(k): (bool(ok), v) for k, ok, v in snap.get("early", [])}
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -242,14 +246,13 @@ class Executor:
         elif kind == "reply":
             key = ("r", inp["from"], inp["re"])
             if "err" in inp:
-                err = inp["err"]
-                self._resume(ctx, key, throw=RemoteError(str(err[0]), str(err[1])))
+                self._resume(ctx, key, False, inp["err"])
             else:
-                self._resume(ctx, key, value=inp.get("ok"))
+                self._resume(ctx, key, True, inp.get("ok"))
         elif kind == "timer":
             tid = int(inp["tid"])
             self.timers.pop(tid, None)
-            self._resume(ctx, ("t", tid), value=None)
+            self._resume(ctx, ("t", tid), True, None)
         else:
             raise ValueError(f"unknown input kind {kind!r}")
 
@@ -290,19 +293,14 @@ class Executor:
         else:
             self._finish(ctx, origin, True, result)
 
-    def _resume(
-        self,
-        ctx: StepContext,
-        key: tuple[Any, ...],
-        *,
-        value: Any = None,
-        throw: BaseException | None = None,
-    ) -> None:
+    def _resume(self, ctx: StepContext, key: tuple[Any, ...], ok: bool, value: Any) -> None:
+        """Deliver an outcome to the coroutine awaiting ``key``, or keep it until one does."""
         waiting = self.suspended.pop(key, None)
         if waiting is None:
-            return  # nobody awaits it (a reply to a call whose result was dropped): nothing to run
+            self.early[key] = (ok, value)  # e.g. the 2nd of two calls, while the 1st is awaited
+            return
         coro, origin = waiting
-        self._drive(ctx, coro, origin, value=value, throw=throw)
+        self._drive(ctx, coro, origin, **_outcome(ok, value))
 
     def _drive(
         self,
@@ -323,6 +321,11 @@ class Executor:
                 self._finish(ctx, origin, False, exc)
                 return
             if isinstance(yielded, RuntimeAwaitable):
+                arrived = self.early.pop(yielded.key, None)
+                if arrived is not None:  # the outcome came first: continue at once
+                    outcome = _outcome(*arrived)
+                    value, throw = outcome["value"], outcome["throw"]
+                    continue
                 if yielded.key in self.suspended:
                     throw, value = (
                         RuntimeError("this reply is already being awaited elsewhere"),
@@ -354,6 +357,13 @@ class Executor:
             ctx.replies.append([key, ok, value])
         else:
             ctx.out.append([caller, self.next_seq(caller), "r", key, ok, value])
+
+
+def _outcome(ok: bool, value: Any) -> dict[str, Any]:
+    """Keyword arguments for ``_drive``: a value to send, or a RemoteError to throw."""
+    if ok:
+        return {"value": value, "throw": None}
+    return {"value": None, "throw": RemoteError(str(value[0]), str(value[1]))}
 
 
 def app_state(app: Immortal) -> dict[str, Any]:

@@ -232,3 +232,42 @@ def test_snapshot_restore_round_trip_continues_identically() -> None:
     restored.restore(live.snapshot())
     assert restored.snapshot() == live.snapshot()
     assert restored.execute(_call("roll", key="c")) == live.execute(_call("roll", key="c"))
+
+
+def test_replies_that_arrive_before_they_are_awaited_are_kept() -> None:
+    class Pipeliner(Immortal):
+        async def main(self) -> None:
+            server = self.ref("server")
+            first, second, third = server.inc(), server.inc(), server.inc()
+            self.emit(await second)  # replies 1 and 3 arrive while this waits
+            self.emit(await first)
+            self.emit(await third)
+
+    inputs = [
+        {"k": "start"},
+        {"k": "reply", "from": "server", "seq": 1, "re": 1, "ok": "one"},
+        {"k": "reply", "from": "server", "seq": 2, "re": 3, "ok": "three"},
+        {"k": "reply", "from": "server", "seq": 3, "re": 2, "ok": "two"},
+    ]
+    ex, records = _run_live(Pipeliner, inputs)
+    assert records[3]["emit"] == ["two", "one", "three"]
+    assert records[3]["rep"] == [["main", True, None]]
+    assert ex.quiescent
+    replayed = _replay(Pipeliner, records)
+    assert replayed.snapshot() == ex.snapshot()
+
+
+def test_an_early_reply_survives_a_snapshot() -> None:
+    class Later(Immortal):
+        def __init__(self) -> None:
+            self.pending: list[Any] = []
+
+        @rpc
+        def send(self) -> None:
+            self.ref("server").inc()  # the reply will come back un-awaited
+
+    ex, _ = _run_live(Later, [{"k": "start"}, _call("send")])
+    ex.execute({"k": "reply", "from": "server", "seq": 1, "re": 1, "ok": 5})
+    restored = Executor(Later, name="x")
+    restored.restore(ex.snapshot())
+    assert restored.snapshot() == ex.snapshot()
