@@ -29,9 +29,11 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log
+	$(BIN)/python -m benchmarks.bench_rpc
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log --quick
+	$(BIN)/python -m benchmarks.bench_rpc --quick
 
 clean:
 	rm -rf $(VENV) .immortals .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,354 @@
+"""The RPC benchmark: immortals against asyncio, gRPC and a transaction-per-call database.
+
+    python -m benchmarks.bench_rpc [--quick] [--out DIR]
+
+A client sends calls of S bytes to a server that counts them, pipelined (1,000 in flight) and
+ping-pong (one at a time). Every system runs in the same invocation, interleaved per
+configuration, client and server as separate processes. Figures are reported as ratios to
+immortals durable. CPU is user+system seconds of both processes per 1,000 calls.
+
+Not yet here: PostgreSQL transaction-per-call (SQLite WAL with synchronous=FULL stands in for
+the "one transaction per request" design for now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+from benchmarks._report import Column, render
+from runtime import connect
+
+REPO = Path(__file__).resolve().parent.parent
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+@dataclass
+class Result:
+    system: str
+    shape: str
+    size: int
+    calls: int
+    seconds: float
+    cpu: float
+    latencies: list[float]
+
+    def row(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {
+            "system": self.system,
+            "shape": self.shape,
+            "size": self.size,
+            "calls_s": self.calls / self.seconds,
+            "mb_s": self.calls * self.size / self.seconds / 1e6,
+            "p50_us": lat[len(lat) // 2] * 1e6 if lat else None,
+            "p99_us": lat[int(len(lat) * 0.99)] * 1e6 if lat else None,
+            "cpu_per_1000": self.cpu / self.calls * 1000,
+        }
+
+
+class ImmortalsPair:
+    """A Sink and a Driver instance, started once and reused for every configuration."""
+
+    def __init__(self, folder: Path, durability: str) -> None:
+        self.home = folder / f"home-{durability}"
+        self.durability = durability
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for app, name in (("Sink", "sink"), ("Driver", "driver")):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "runtime",
+                    "--home",
+                    str(self.home),
+                    "run",
+                    f"benchmarks/rpc_apps.py:{app}",
+                    "--name",
+                    name,
+                    "--durability",
+                    durability,
+                    "--checkpoint-seconds",
+                    "3600",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=_env(),
+                cwd=REPO,
+            )
+            assert proc.stderr is not None
+            line = proc.stderr.readline().decode()
+            if "serving on" not in line:
+                raise SystemExit(f"bench: {name} did not start: {line}")
+            self.procs.append(proc)
+
+    def run(self, n: int, size: int, window: int) -> Result:
+        before = sum(_cpu_seconds(p.pid) for p in self.procs)
+        with connect(self.home, timeout=600, attempt_timeout=600) as client:
+            out = client.call("driver", "go", n, size, window)
+        cpu = sum(_cpu_seconds(p.pid) for p in self.procs) - before
+        shape = "pipelined" if window > 1 else "ping-pong"
+        return Result(
+            f"immortals {self.durability}", shape, size, n, out["seconds"], cpu, out["latencies"]
+        )
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(30)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+class BaselineServer:
+    """An asyncio or gRPC server process; clients run as separate processes per measurement."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.rpc_baselines", f"{kind}-server", str(self.port)],
+            stdout=subprocess.PIPE,
+            env=_env(),
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise SystemExit(f"bench: the {kind} server did not start")
+
+    def run(self, n: int, size: int, window: int, mode: str = "unary") -> Result:
+        args = [
+            sys.executable,
+            "-m",
+            "benchmarks.rpc_baselines",
+            f"{self.kind}-client",
+            str(self.port),
+            str(n),
+            str(size),
+            str(window),
+        ]
+        if self.kind == "grpc":
+            args.append(mode)
+        before = _cpu_seconds(self.proc.pid)
+        client = subprocess.Popen(args, stdout=subprocess.PIPE, env=_env(), cwd=REPO)
+        assert client.stdout is not None
+        out = json.loads(client.stdout.read())
+        client.stdout.close()
+        _pid, _status, usage = os.wait4(client.pid, 0)
+        client.returncode = 0
+        cpu = usage.ru_utime + usage.ru_stime + _cpu_seconds(self.proc.pid) - before
+        shape = "pipelined" if window > 1 else "ping-pong"
+        name = {"asyncio": "asyncio (no durability)", "grpc": f"gRPC {mode}"}[self.kind]
+        return Result(name, shape, size, n, out["seconds"], cpu, out["latencies"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def sqlite_per_call(folder: Path, n: int, size: int) -> Result:
+    """One committed transaction per call, WAL, synchronous=FULL (the 'state in a DB' design)."""
+    db = sqlite3.connect(folder / "bench.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER, last BLOB)")
+    db.execute("INSERT OR IGNORE INTO counter VALUES (1, 0, NULL)")
+    payload = b"x" * size
+    latencies = []
+    cpu = time.process_time()
+    started = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        db.execute("BEGIN")
+        db.execute(
+            "UPDATE counter SET n = n + 1, last = ? WHERE id = 1 RETURNING n", (payload,)
+        ).fetchone()
+        db.execute("COMMIT")
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    db.close()
+    return Result(
+        "SQLite txn/call", "ping-pong", size, n, elapsed, time.process_time() - cpu, latencies
+    )
+
+
+def bare_fsync_p50(folder: Path, rounds: int = 200) -> float:
+    fd = os.open(folder / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        os.write(fd, b"x" * 4096)
+        os.fdatasync(fd)
+        times.append(time.perf_counter() - t)
+    os.close(fd)
+    return statistics.median(times)
+
+
+def run(
+    *,
+    quick: bool,
+    out_dir: Path,
+    console: Console | None = None,
+    sizes: list[int] | None = None,
+    calls: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Run every system on every configuration; ``sizes``/``calls`` shrink it for smoke tests."""
+    console = console or Console()
+    sizes = sizes or ([16, 256, 4096] if quick else [16, 256, 4096, 65536])
+    pipelined_n, pingpong_n = calls or ((2000, 200) if quick else (20000, 2000))
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="immortals-rpc-") as tmp:
+        folder = Path(tmp)
+        fsync_p50 = bare_fsync_p50(folder)
+        durable = ImmortalsPair(folder, "fsync")
+        volatile = ImmortalsPair(folder, "none")
+        servers = {"asyncio": BaselineServer("asyncio"), "grpc": BaselineServer("grpc")}
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("rpc benchmark", total=len(sizes) * 2)
+                for size in sizes:
+                    for window, n in ((1000, pipelined_n), (1, pingpong_n)):
+                        count = n if size < 65536 else max(n // 10, 100)
+                        results.append(durable.run(count, size, window))
+                        results.append(volatile.run(count, size, window))
+                        results.append(servers["asyncio"].run(count, size, window))
+                        results.append(servers["grpc"].run(count, size, window, "unary"))
+                        if window > 1:
+                            results.append(servers["grpc"].run(count, size, window, "stream"))
+                        else:
+                            results.append(sqlite_per_call(folder, count, size))
+                        progress.advance(task)
+        finally:
+            durable.close()
+            volatile.close()
+            for server in servers.values():
+                server.close()
+    rows = [r.row() for r in results]
+    base = {(r["shape"], r["size"]): r for r in rows if r["system"] == "immortals fsync"}
+    for r in rows:
+        ref = base[(r["shape"], r["size"])]
+        r["vs_durable"] = r["calls_s"] / ref["calls_s"]
+    notes = _goals(rows, fsync_p50)
+
+    def plot(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for ax, shape in zip(axes, ("pipelined", "ping-pong"), strict=True):
+            systems = sorted({r["system"] for r in rows if r["shape"] == shape})
+            for system in systems:
+                pts = [
+                    (r["size"], r["calls_s"])
+                    for r in rows
+                    if r["shape"] == shape and r["system"] == system
+                ]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=system)
+            ax.set(
+                xscale="log", yscale="log", xlabel="payload bytes", ylabel="calls/s", title=shape
+            )
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    render(
+        "rpc_bench",
+        "RPC benchmark" + (" (quick)" if quick else ""),
+        [
+            Column("shape", "shape"),
+            Column("size", "bytes", "{:,}"),
+            Column("system", "system"),
+            Column("calls_s", "calls/s", "{:,.0f}"),
+            Column("mb_s", "MB/s", "{:.2f}"),
+            Column("p50_us", "p50 µs", "{:,.0f}"),
+            Column("p99_us", "p99 µs", "{:,.0f}"),
+            Column("cpu_per_1000", "CPU s/1k", "{:.3f}"),
+            Column("vs_durable", "x durable", "{:.2f}"),
+        ],
+        rows,
+        out_dir=out_dir,
+        notes=notes,
+        plot=plot,
+        console=console,
+    )
+    return {"rows": rows, "notes": notes}
+
+
+def _goals(rows: list[dict[str, Any]], fsync_p50: float) -> list[str]:
+    def get(system: str, shape: str, size: int) -> dict[str, Any]:
+        return next(
+            r for r in rows if r["system"] == system and r["shape"] == shape and r["size"] == size
+        )
+
+    notes = []
+    for size in (16, 256, 4096):
+        ratio = (
+            get("immortals fsync", "pipelined", size)["calls_s"]
+            / get("asyncio (no durability)", "pipelined", size)["calls_s"]
+        )
+        notes.append(
+            f"{'PASS' if ratio >= 0.5 else 'MISS'}: durable / asyncio, pipelined, {size} B = {ratio:.2f} (goal >= 0.5)"
+        )
+    best_grpc = max(get(f"gRPC {m}", "pipelined", 16)["calls_s"] for m in ("unary", "stream"))
+    ratio = get("immortals fsync", "pipelined", 16)["calls_s"] / best_grpc
+    notes.append(
+        f"{'PASS' if ratio >= 12.7 else 'MISS'}: durable / best gRPC, pipelined, 16 B = {ratio:.2f} (goal >= 12.7)"
+    )
+    durable_pp = get("immortals fsync", "ping-pong", 16)["p50_us"]
+    grpc_pp = get("gRPC unary", "ping-pong", 16)["p50_us"]
+    asyncio_pp = get("asyncio (no durability)", "ping-pong", 16)["p50_us"]
+    notes.append(
+        f"{'PASS' if durable_pp < grpc_pp else 'MISS'}: durable ping-pong p50 {durable_pp:.0f} us vs gRPC {grpc_pp:.0f} us (goal: below)"
+    )
+    bound = fsync_p50 * 1e6 + asyncio_pp
+    notes.append(
+        f"{'PASS' if durable_pp <= 1.5 * bound else 'MISS'}: durable ping-pong p50 / (fsync p50 + asyncio p50) = "
+        f"{durable_pp / bound:.2f} (goal <= 1.5)"
+    )
+    return notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small runs, for a smoke test")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    run(quick=args.quick, out_dir=args.out)
+
+
+if __name__ == "__main__":
+    main()
