@@ -79,14 +79,30 @@ def install() -> None:
         _installed = True
 
 
+def enter() -> int | None:
+    """Start refusing I/O on this thread; returns what ``leave`` must restore.
+
+    A pair of plain calls rather than a context manager: this runs once per step, and a
+    generator-based context manager cost about 3% of a step in profiles.
+    """
+    global _guarded_thread
+    if not _installed:
+        install()
+    previous = _guarded_thread
+    _guarded_thread = threading.get_ident()
+    return previous
+
+
+def leave(previous: int | None) -> None:
+    global _guarded_thread
+    _guarded_thread = previous
+
+
 @contextmanager
 def guarded() -> Iterator[None]:
     """Refuse I/O on this thread for the duration (re-entrant)."""
-    global _guarded_thread
-    install()
-    previous = _guarded_thread
-    _guarded_thread = threading.get_ident()
+    previous = enter()
     try:
         yield
     finally:
-        _guarded_thread = previous
+        leave(previous)
