@@ -7,8 +7,10 @@ ping-pong (one at a time). Every system runs in the same invocation, interleaved
 configuration, client and server as separate processes. Figures are reported as ratios to
 immortals durable. CPU is user+system seconds of both processes per 1,000 calls.
 
-Not yet here: PostgreSQL transaction-per-call (SQLite WAL with synchronous=FULL stands in for
-the "one transaction per request" design for now).
+The "state in a database" design is measured with PostgreSQL (a throwaway cluster on loopback,
+one committed UPDATE ... RETURNING per call, 1 and 16 clients, its server CPU counted) and with
+SQLite (WAL, synchronous=FULL, one commit per call). Recovery is measured at the end: a large
+run, a SIGKILL of the sink, and the time until it serves again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from benchmarks._report import Column, render
+from benchmarks.pg_baseline import postgres_server, transactions
+from logformat import LogReader
 from runtime import connect
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +65,8 @@ class Result:
     seconds: float
     cpu: float
     latencies: list[float]
+    log_bytes_per_call: float | None = None
+    compression: float | None = None
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -73,6 +79,8 @@ class Result:
             "p50_us": lat[len(lat) // 2] * 1e6 if lat else None,
             "p99_us": lat[int(len(lat) * 0.99)] * 1e6 if lat else None,
             "cpu_per_1000": self.cpu / self.calls * 1000,
+            "log_bytes": self.log_bytes_per_call,
+            "compression": self.compression,
         }
 
 
@@ -112,14 +120,74 @@ class ImmortalsPair:
             self.procs.append(proc)
 
     def run(self, n: int, size: int, window: int) -> Result:
+        logs_before = self.log_bytes()
         before = sum(_cpu_seconds(p.pid) for p in self.procs)
         with connect(self.home, timeout=600, attempt_timeout=600) as client:
             out = client.call("driver", "go", n, size, window)
         cpu = sum(_cpu_seconds(p.pid) for p in self.procs) - before
         shape = "pipelined" if window > 1 else "ping-pong"
-        return Result(
+        result = Result(
             f"immortals {self.durability}", shape, size, n, out["seconds"], cpu, out["latencies"]
         )
+        if self.durability == "fsync":
+            after = self.log_bytes()
+            stored, raw = after[0] - logs_before[0], after[1] - logs_before[1]
+            result.log_bytes_per_call = stored / n
+            result.compression = raw / stored if stored else None
+        return result
+
+    def log_bytes(self) -> tuple[int, int]:
+        """(stored, raw) bytes of both instances' logs so far."""
+        stored = raw = 0
+        for name in ("sink", "driver"):
+            log = self.home / "logs" / name
+            if log.exists():
+                with LogReader(log) as reader:
+                    stats = reader.stats()
+                stored, raw = stored + stats.stored_bytes, raw + stats.raw_bytes
+        return stored, raw
+
+    def recovery(self, steps: int) -> dict[str, float]:
+        """Grow the sink's log by about ``steps`` steps, SIGKILL it, and time its restart."""
+        with connect(self.home, timeout=3600, attempt_timeout=3600) as client:
+            client.call("driver", "go", steps, 16, 1000)
+        sink = self.procs[0]
+        sink.kill()
+        sink.wait(30)
+        if sink.stderr is not None:
+            sink.stderr.close()
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runtime",
+                "--home",
+                str(self.home),
+                "run",
+                "benchmarks/rpc_apps.py:Sink",
+                "--name",
+                "sink",
+                "--durability",
+                self.durability,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            cwd=REPO,
+        )
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        to_serving = time.perf_counter() - started
+        self.procs[0] = proc
+        replayed = int(line.split("replayed ")[1].split()[0])
+        recovery_ms = float(line.split("recovered in ")[1].split()[0])
+        return {
+            "to_serving_s": to_serving,
+            "replayed": replayed,
+            "replay_steps_s": replayed / (recovery_ms / 1000) if recovery_ms else 0.0,
+            "log_steps": steps,
+        }
 
     def close(self) -> None:
         for proc in self.procs:
@@ -203,6 +271,15 @@ def sqlite_per_call(folder: Path, n: int, size: int) -> Result:
     )
 
 
+def postgres_per_call(dsn: str, n: int, size: int, clients: int) -> Result:
+    seconds, cpu, latencies = transactions(dsn, n - n % clients, size, clients)
+    shape = "pipelined" if clients > 1 else "ping-pong"
+    label = f"PostgreSQL txn/call, {clients} client{'s' if clients > 1 else ''}"
+    return Result(
+        label, shape, size, n - n % clients, seconds, cpu, latencies if clients == 1 else []
+    )
+
+
 def bare_fsync_p50(folder: Path, rounds: int = 200) -> float:
     fd = os.open(folder / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     times = []
@@ -227,6 +304,9 @@ def run(
     console = console or Console()
     sizes = sizes or ([16, 256, 4096] if quick else [16, 256, 4096, 65536])
     pipelined_n, pingpong_n = calls or ((2000, 200) if quick else (20000, 2000))
+    recovery_steps = 100_000 if quick else 1_000_000
+    if calls is not None:
+        recovery_steps = calls[0]
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="immortals-rpc-") as tmp:
         folder = Path(tmp)
@@ -234,6 +314,9 @@ def run(
         durable = ImmortalsPair(folder, "fsync")
         volatile = ImmortalsPair(folder, "none")
         servers = {"asyncio": BaselineServer("asyncio"), "grpc": BaselineServer("grpc")}
+        pg = postgres_server(_free_port())
+        dsn = pg.__enter__()
+        recovery: dict[str, float] = {}
         try:
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("rpc benchmark", total=len(sizes) * 2)
@@ -248,8 +331,11 @@ def run(
                             results.append(servers["grpc"].run(count, size, window, "stream"))
                         else:
                             results.append(sqlite_per_call(folder, count, size))
+                        results.append(postgres_per_call(dsn, count, size, 16 if window > 1 else 1))
                         progress.advance(task)
+                recovery = durable.recovery(recovery_steps)
         finally:
+            pg.__exit__(None, None, None)
             durable.close()
             volatile.close()
             for server in servers.values():
@@ -260,6 +346,11 @@ def run(
         ref = base[(r["shape"], r["size"])]
         r["vs_durable"] = r["calls_s"] / ref["calls_s"]
     notes = _goals(rows, fsync_p50)
+    notes.append(
+        f"recovery: a {int(recovery['log_steps']):,}-call run, then SIGKILL of the sink: "
+        f"{recovery['to_serving_s']:.2f} s from process start to serving, "
+        f"{int(recovery['replayed']):,} steps replayed at {recovery['replay_steps_s']:,.0f} steps/s"
+    )
 
     def plot(path: Path) -> None:
         import matplotlib
@@ -297,6 +388,8 @@ def run(
             Column("p50_us", "p50 µs", "{:,.0f}"),
             Column("p99_us", "p99 µs", "{:,.0f}"),
             Column("cpu_per_1000", "CPU s/1k", "{:.3f}"),
+            Column("log_bytes", "log B/call", "{:,.0f}"),
+            Column("compression", "zstd", "{:.1f}x"),
             Column("vs_durable", "x durable", "{:.2f}"),
         ],
         rows,
@@ -331,6 +424,16 @@ def _goals(rows: list[dict[str, Any]], fsync_p50: float) -> list[str]:
     durable_pp = get("immortals fsync", "ping-pong", 16)["p50_us"]
     grpc_pp = get("gRPC unary", "ping-pong", 16)["p50_us"]
     asyncio_pp = get("asyncio (no durability)", "ping-pong", 16)["p50_us"]
+    pg = get("PostgreSQL txn/call, 16 clients", "pipelined", 16)
+    durable16 = get("immortals fsync", "pipelined", 16)
+    ratio = durable16["calls_s"] / pg["calls_s"]
+    notes.append(
+        f"{'PASS' if ratio >= 10 else 'MISS'}: durable / PostgreSQL (16 clients), 16 B = {ratio:.1f}x calls/s (goal >= 10)"
+    )
+    ratio = pg["cpu_per_1000"] / durable16["cpu_per_1000"]
+    notes.append(
+        f"{'PASS' if ratio >= 10 else 'MISS'}: PostgreSQL CPU per call (client + server) / durable = {ratio:.1f}x (goal >= 10)"
+    )
     notes.append(
         f"{'PASS' if durable_pp < grpc_pp else 'MISS'}: durable ping-pong p50 {durable_pp:.0f} us vs gRPC {grpc_pp:.0f} us (goal: below)"
     )

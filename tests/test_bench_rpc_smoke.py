@@ -20,7 +20,8 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
             sizes=[16, 256, 4096],
             calls=(300, 30),
         )
-    rows = json.loads((out / "rpc_bench.json").read_text())["rows"]
+    saved = json.loads((out / "rpc_bench.json").read_text())
+    rows = saved["rows"]
     systems = {r["system"] for r in rows}
     assert {
         "immortals fsync",
@@ -31,4 +32,7 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
         "SQLite txn/call",
     } <= systems
     assert all(r["calls_s"] > 0 for r in rows)
+    durable = [r for r in rows if r["system"] == "immortals fsync"]
+    assert all(r["log_bytes"] > 0 and r["compression"] > 0 for r in durable)
+    assert any(note.startswith("recovery:") and "steps replayed" in note for note in saved["notes"])
     assert (out / "rpc_bench.png").stat().st_size > 1000
