@@ -105,8 +105,6 @@ class ImmortalsPair:
                     name,
                     "--durability",
                     durability,
-                    "--checkpoint-seconds",
-                    "3600",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
