@@ -32,6 +32,7 @@ from ._errors import (
     LsnOutOfRangeError,
     NotALogError,
     PickleRefusedError,
+    TrimRefusedError,
     ValueCodecError,
 )
 from ._frame import Frame, FrameDecoder, FrameEncoder, FrameHeader, decode_frame
@@ -68,6 +69,7 @@ __all__ = [
     "PickleRefusedError",
     "Record",
     "RecoveryReport",
+    "TrimRefusedError",
     "TrimReport",
     "ValueCodecError",
     "VerifyReport",

@@ -198,6 +198,21 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
     return CheckpointInfo(lsn, path, codec, created, raw, stored)
 
 
+def checkpoint_is_sound(path: Path) -> bool:
+    """Whether a recovery could start from this checkpoint file.
+
+    Trimming relies on this: history may only go once a checkpoint that really loads covers it.
+    A pickled checkpoint refused for want of an opt-in still counts: its bytes are intact.
+    """
+    try:
+        decode_checkpoint(path.read_bytes(), where=str(path))
+    except PickleRefusedError:
+        return True
+    except (CheckpointError, FormatVersionError, OSError):
+        return False
+    return True
+
+
 def list_checkpoint_files(log_dir: Path) -> list[tuple[int, Path]]:
     """(lsn, path) of every file named like a checkpoint, oldest first; headers are not read."""
     folder = checkpoint_dir(log_dir)

@@ -38,6 +38,10 @@ class LogLockedError(LogError):
     """Another live process is writing this log; only one writer may hold it."""
 
 
+class TrimRefusedError(LogError):
+    """A trim would remove history that no sound checkpoint covers, leaving nothing to recover."""
+
+
 class FencedError(LogError):
     """A writer with an older epoch tried to append after a newer epoch became durable."""
 

@@ -24,11 +24,12 @@ from typing import Any, Final
 
 from ._checkpoint import (
     CheckpointInfo,
+    checkpoint_is_sound,
     encode_checkpoint,
     list_checkpoint_files,
     write_checkpoint_file,
 )
-from ._errors import CorruptLogError, FencedError, LogError, LogLockedError
+from ._errors import CorruptLogError, FencedError, LogError, LogLockedError, TrimRefusedError
 from ._files import SegmentFile, catch_up, checkpoint_infos, list_segments
 from ._frame import HEADER_SIZE, FrameEncoder
 from ._index import Coverage, FrameLoc, LogIndex
@@ -390,10 +391,15 @@ def trim_segments(
     ]
     new_first = segments[len(doomed)].first_lsn if segments else 1
     checkpoints = list_checkpoint_files(log_dir)
-    if doomed and require_checkpoint and not any(lsn >= new_first - 1 for lsn, _ in checkpoints):
-        raise LogError(
-            f"trimming below LSN {below} would leave no checkpoint to recover from "
-            f"(first kept LSN would be {new_first}); write a checkpoint first"
+    if (
+        doomed
+        and require_checkpoint
+        and not any(lsn >= new_first - 1 and checkpoint_is_sound(p) for lsn, p in checkpoints)
+    ):
+        raise TrimRefusedError(
+            f"trimming below LSN {below} would leave no sound checkpoint to recover from (the "
+            f"log would start at LSN {new_first}, so a checkpoint at LSN {new_first - 1} or "
+            "later that loads is needed); write a checkpoint first"
         )
     removed_checkpoints = [p for lsn, p in checkpoints if lsn < new_first - 1] if doomed else []
     for seg in doomed:

@@ -57,6 +57,11 @@ class Home:
         self._env: lmdb.Environment | None = None
 
     def log_dir(self, name: str) -> Path:
+        """Where instance ``name`` keeps its log; the name becomes a folder, so it is checked."""
+        if not name.strip() or "/" in name or name in (".", "..") or "\0" in name:
+            raise InstanceError(
+                f"bad instance name {name!r}: use a non-empty name without '/', e.g. 'server'"
+            )
         return self.path / "logs" / name
 
     def secret(self) -> bytes:

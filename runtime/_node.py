@@ -43,6 +43,7 @@ from ._protocol import Closed, Connection, Event, Opened, Received
 from ._streams import Streams
 
 CHECKPOINT_FORMAT = 1
+INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 
 
 @dataclass(slots=True)
@@ -277,6 +278,17 @@ class Node:
             elif not self._drain_allowed():
                 self._warn_no_checkpoint()
         loop = asyncio.get_running_loop()
+        if len(records) <= INLINE_BATCH and batch.checkpoint is None:
+            # A small batch (ping-pong traffic): handing it to the log thread and back costs more
+            # than its fsync, and there is little to overlap with. Write it here.
+            done: asyncio.Future[Any] = loop.create_future()
+            try:
+                done.set_result(self._append(batch))
+            except Exception as exc:
+                done.set_exception(exc)
+            self._inflight = done
+            loop.call_soon(self._on_durable, batch, done)
+            return
         self._inflight = loop.run_in_executor(self._io, self._append, batch)
         self._inflight.add_done_callback(lambda fut: self._on_durable(batch, fut))
 

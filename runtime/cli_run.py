@@ -40,8 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     app = load_app(args.app)
-    if "/" in args.name or not args.name.strip():
-        raise SystemExit(f"immortals: error: bad instance name {args.name!r}")
     config = NodeConfig(
         host=args.host,
         port=args.port,
@@ -52,6 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
         emit_tagged=args.emit_tagged,
     )
     home = Home(Path(args.home))
+    home.log_dir(args.name)  # refuses a bad name before anything starts
     return asyncio.run(_serve(Node(app, name=args.name, home=home, config=config)))
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HOME = Path(".immortals")
+HOME = Path(".immortals").resolve()  # absolute: the children run in REPO, wherever we were started
 APP = "samples/counter/counter.py"
 
 
@@ -42,6 +42,16 @@ def startup_line(proc: subprocess.Popen[bytes]) -> str:
     if " serving on " not in line:
         raise SystemExit(f"demo: an instance failed to start: {line}")
     return line
+
+
+def command_name() -> str:
+    """How to type the ``immortals`` command here: the venv's script is often not on PATH."""
+    script = Path(sys.executable).parent / "immortals"
+    if not script.exists():
+        return f"{sys.executable} -m runtime"
+    if shutil.which("immortals") == str(script):
+        return "immortals"
+    return os.path.relpath(script)
 
 
 def say(text: str) -> None:
@@ -86,7 +96,14 @@ def main() -> int:
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         check=True,
     )
-    say("try: immortals log dump server   /   immortals log dump client --json")
+    say("try next:")
+    cli = command_name()
+    for command, what in (
+        ("log dump server", "every step, one a line"),
+        ("log dump client --json", "one JSON object per step, for scripts"),
+        ("log verify server", "check every frame and checkpoint"),
+    ):
+        print(f"    {cli} {command:<24}  # {what}")
     return 0
 
 

@@ -10,12 +10,12 @@ import pytest
 from logformat import (
     FencedError,
     FormatVersionError,
-    LogError,
     LogLockedError,
     LogReader,
     LogWriter,
     LsnOutOfRangeError,
     NotALogError,
+    TrimRefusedError,
     read_meta,
     trim_log,
 )
@@ -73,7 +73,7 @@ def test_trim_drops_whole_segments_below_and_old_checkpoints(log_dir: Path) -> N
 
 def test_trim_refuses_to_leave_no_checkpoint_to_recover_from(log_dir: Path) -> None:
     _segmented(log_dir, [5])
-    with pytest.raises(LogError, match="no checkpoint"):
+    with pytest.raises(TrimRefusedError, match="no sound checkpoint"):
         trim_log(log_dir, 50)
     report = trim_log(log_dir, 50, require_checkpoint=False)
     assert report.segments_removed
