@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -43,6 +44,8 @@ from ._protocol import Closed, Connection, Event, Opened, Received
 from ._streams import Streams
 
 CHECKPOINT_FORMAT = 1
+PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
+ACK_DELAY = 0.005  # seconds an acknowledgement may wait to be sent together with later ones
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 
 
@@ -118,6 +121,8 @@ class Node:
         self._durable_in: dict[str, int] = {}  # per peer: highest number durably logged
         self._links: dict[str, _Link] = {}
         self._incoming: dict[str, asyncio.StreamWriter] = {}
+        self._acks_due: dict[str, int] = {}
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._server: asyncio.Server | None = None
         self._released_fd = -1
@@ -383,6 +388,21 @@ class Node:
             self._link(peer).send(messages)
         if per_peer:
             faults.hit("after-send")
+        if acks:
+            self._acks_due.update(acks)
+            if self._ack_timer is None:
+                loop = asyncio.get_running_loop()
+                self._ack_timer = loop.call_later(ACK_DELAY, self._send_acks)
+
+    def _send_acks(self) -> None:
+        """Acknowledge, in one message per peer, everything made durable in the last moments.
+
+        An ack only lets the sender forget messages it keeps for resending, so it can wait a
+        little: one per peer every ACK_DELAY instead of one per batch saves a send and a wake-up
+        per call in ping-pong traffic.
+        """
+        self._ack_timer = None
+        acks, self._acks_due = self._acks_due, {}
         for peer, upto in acks.items():
             writer = self._incoming.get(peer)
             if writer is not None:
@@ -457,10 +477,16 @@ class Node:
         peer: str | None = None
         who = "an unidentified peer"
         silence = 3 * self.config.heartbeat_seconds  # a live peer's link pings more often
+        watch: _QuietWatch | None = None
         try:
             while True:
-                events = await _receive(conn, reader, writer, silence if peer else None)
+                events = await _receive(conn, reader, writer, watch)
                 if events is None:
+                    if watch is not None and watch.quiet:
+                        self.log(
+                            f"{self.name}: {who} went silent for {silence:.0f} s; "
+                            "dropped its connection"
+                        )
                     return
                 for event in events:
                     if isinstance(event, Opened):
@@ -475,8 +501,9 @@ class Node:
                         if peer is not None:
                             self._incoming[peer] = writer
                             self._link(peer).acknowledged(event.last)
+                            watch = _QuietWatch(silence, lambda quiet: writer.close())
                     elif isinstance(event, Received):
-                        if not self._on_message(peer, event.message, writer):
+                        if not await self._on_message(peer, event.message, writer):
                             why = "sequence gap; reconnect to resend"
                             writer.write(conn.send_error(why))
                             self.log(f"{self.name}: dropped the connection from {who}: {why}")
@@ -484,11 +511,11 @@ class Node:
                     elif isinstance(event, Closed):
                         self.log(f"{self.name}: dropped a connection from {who}: {event.reason}")
                         return
-        except TimeoutError:
-            self.log(f"{self.name}: {who} went silent for {silence:.0f} s; dropped its connection")
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return  # a cancelled accept task at shutdown ends quietly
         finally:
+            if watch is not None:
+                watch.cancel()
             if peer is not None and self._incoming.get(peer) is writer:
                 del self._incoming[peer]
             with contextlib.suppress(Exception):
@@ -515,7 +542,7 @@ class Node:
             )
         return None
 
-    def _on_message(
+    async def _on_message(
         self, peer: str | None, m: dict[str, Any], writer: asyncio.StreamWriter
     ) -> bool:
         t = m["t"]
@@ -539,19 +566,32 @@ class Node:
             self._admit_call({"k": "call", "id": key, "m": m["m"], "a": m.get("a", [])}, writer)
         elif t == "msgs" and peer is not None:
             faults.hit("after-receive")
-            for message in m.get("b", ()):
-                seq = message[1]
-                if seq <= self._held_upto.get(peer, 0):
-                    continue  # already accepted, held until a checkpoint is taken
-                verdict = self.streams.admit(peer, seq)
-                _debug(f"{self.name}: message {seq} from {peer}: {verdict}")
-                if verdict == "duplicate":
-                    continue
-                if verdict == "gap":
+            messages = m.get("b", ())
+            for start in range(0, len(messages), PIPELINE_SLICE):
+                if start:
+                    # Let the log thread's finished batch be released before executing more:
+                    # the peer then works on the first slice while this one executes, instead
+                    # of the whole window bouncing between the two processes as one clump.
+                    await asyncio.sleep(0)
+                if not self._admit_messages(peer, messages[start : start + PIPELINE_SLICE]):
                     return False
-                self.submit(_as_input(peer, message))
         elif t == "ping":
             _write(writer, {"t": "pong"})
+        return True
+
+    def _admit_messages(self, peer: str, messages: list[list[Any]]) -> bool:
+        """Execute the new ones among messages from ``peer``; False on a sequence gap."""
+        for message in messages:
+            seq = message[1]
+            if seq <= self._held_upto.get(peer, 0):
+                continue  # already accepted, held until a checkpoint is taken
+            verdict = self.streams.admit(peer, seq)
+            _debug(f"{self.name}: message {seq} from {peer}: {verdict}")
+            if verdict == "duplicate":
+                continue
+            if verdict == "gap":
+                return False
+            self.submit(_as_input(peer, message))
         return True
 
     def _link(self, peer: str) -> _Link:
@@ -581,6 +621,9 @@ class Node:
             link.close()
         for handle in self._timers.values():
             handle.cancel()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._send_acks()
         if self._writer is not None:
             self._writer.close()
         if self._released_fd >= 0:
@@ -656,23 +699,34 @@ class _Link:
         self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         beat = self.node.config.heartbeat_seconds
-        quiet = 0
+
+        def on_quiet(periods: int) -> None:
+            if periods >= 3:
+                writer.close()  # the pending read ends; _run reconnects
+            elif self._conn is not None:
+                writer.write(conn.send({"t": "ping"}))
+
+        watch = _QuietWatch(beat, on_quiet)
+        try:
+            await self._read_events(conn, reader, writer, watch)
+        finally:
+            watch.cancel()
+        if watch.quiet >= 3:
+            self.node.log(
+                f"{self.node.name}: {self.peer} silent for {3 * beat:.0f} s; reconnecting"
+            )
+
+    async def _read_events(
+        self,
+        conn: Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: _QuietWatch,
+    ) -> None:
         while True:
-            try:
-                events = await _receive(conn, reader, writer, beat)
-            except TimeoutError:
-                quiet += 1
-                if quiet >= 3:
-                    self.node.log(
-                        f"{self.node.name}: {self.peer} silent for {3 * beat:.0f} s; reconnecting"
-                    )
-                    return
-                if self._conn is not None:
-                    writer.write(conn.send({"t": "ping"}))
-                continue
-            quiet = 0
+            events = await _receive(conn, reader, writer, watch)
             if events is None:
-                _debug(f"{self.node.name}: link to {self.peer}: closed by the peer")
+                _debug(f"{self.node.name}: link to {self.peer}: closed")
                 return
             for event in events:
                 if isinstance(event, Opened):
@@ -704,19 +758,45 @@ class _Link:
                 self._writer.close()
 
 
+class _QuietWatch:
+    """Notices a connection on which nothing has arrived for a while.
+
+    One timer per connection, ticking every ``period``, instead of a timeout around every read:
+    a read only sets a flag. ``on_quiet(n)`` is called at the end of the n-th period in a row
+    with nothing heard, so silence is noticed between one and two periods after it began.
+    """
+
+    def __init__(self, period: float, on_quiet: Callable[[int], None]) -> None:
+        self.heard = False
+        self.quiet = 0
+        self._period = period
+        self._on_quiet = on_quiet
+        self._handle = asyncio.get_running_loop().call_later(period, self._tick)
+
+    def _tick(self) -> None:
+        if self.heard:
+            self.heard, self.quiet = False, 0
+        else:
+            self.quiet += 1
+            self._on_quiet(self.quiet)
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 async def _receive(
     conn: Connection,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    timeout: float | None,
+    watch: _QuietWatch | None,
 ) -> list[Event] | None:
-    """Read what arrives, feed it to the protocol, send its answer; None when the peer closed.
-
-    Raises TimeoutError when nothing arrives within ``timeout`` seconds.
-    """
-    data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+    """Read what arrives, feed it to the protocol, send its answer; None when the peer closed."""
+    data = await reader.read(1 << 16)
     if not data:
         return None
+    if watch is not None:
+        watch.heard = True
     events, reply = conn.receive_data(data)
     if reply:
         writer.write(reply)

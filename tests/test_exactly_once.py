@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -211,3 +212,31 @@ def test_a_kill_in_the_middle_of_a_checkpoint_loses_nothing(home: Path, cluster:
         state = outside.call("tally", "state")
     assert state["count"] == 40
     assert state["seen"]["x"] == list(range(1, 41))
+
+
+def test_a_frozen_peer_is_noticed_and_the_calls_resume_after_it_thaws(
+    home: Path, cluster: Cluster
+) -> None:
+    """SIGSTOP the server mid-run: its TCP connection stays open but nothing comes back.
+
+    The caller's link must notice the silence (a ping after 1 s, give up after 3 s), reconnect
+    once the server thaws, and the calls go on exactly once.
+    """
+    tally = cluster.start(f"{CHATTER}:Tally", "tally")
+    caller = cluster.start(f"{CHATTER}:Caller", "caller", "--emit-tagged")
+    _wait_for(lambda: len(_outputs(caller.stdout)) >= 100, "100 outputs")
+    assert tally.proc is not None
+    tally.proc.send_signal(signal.SIGSTOP)
+    try:
+        _wait_for(
+            lambda: any("tally silent for 3 s; reconnecting" in line for line in caller.stderr),
+            "the caller to give up on the frozen tally",
+            timeout=15,
+        )
+    finally:
+        tally.proc.send_signal(signal.SIGCONT)
+    _wait_for(lambda: len(_outputs(caller.stdout)) >= 500, "500 outputs", timeout=60)
+    assert _outputs(caller.stdout) == list(range(1, 501))
+    with connect(home) as outside:
+        state = outside.call("tally", "state")
+    assert state["seen"]["caller"] == list(range(1, 501))
