@@ -134,6 +134,22 @@ class ImmortalsPair:
             result.compression = raw / stored if stored else None
         return result
 
+    def run_outside(self, n: int, size: int) -> Result:
+        """Ping-pong from an outside caller (a separate plain process) to the Sink alone."""
+        sink = self.procs[0]
+        before = _cpu_seconds(sink.pid)
+        args = [sys.executable, "-m", "benchmarks.rpc_baselines", "immortals-outside-client"]
+        client = subprocess.Popen(
+            [*args, str(self.home), str(n), str(size)],
+            stdout=subprocess.PIPE,
+            env=_env(),
+            cwd=REPO,
+        )
+        out, cpu = _client_output(client)
+        cpu += _cpu_seconds(sink.pid) - before
+        system = f"immortals {self.durability}, outside caller"
+        return Result(system, "ping-pong", size, n, out["seconds"], cpu, out["latencies"])
+
     def log_bytes(self) -> tuple[int, int]:
         """(stored, raw) bytes of both instances' logs so far."""
         stored = raw = 0
@@ -226,12 +242,8 @@ class BaselineServer:
             args.append(mode)
         before = _cpu_seconds(self.proc.pid)
         client = subprocess.Popen(args, stdout=subprocess.PIPE, env=_env(), cwd=REPO)
-        assert client.stdout is not None
-        out = json.loads(client.stdout.read())
-        client.stdout.close()
-        _pid, _status, usage = os.wait4(client.pid, 0)
-        client.returncode = 0
-        cpu = usage.ru_utime + usage.ru_stime + _cpu_seconds(self.proc.pid) - before
+        out, cpu = _client_output(client)
+        cpu += _cpu_seconds(self.proc.pid) - before
         shape = "pipelined" if window > 1 else "ping-pong"
         name = {"asyncio": "asyncio (no durability)", "grpc": f"gRPC {mode}"}[self.kind]
         return Result(name, shape, size, n, out["seconds"], cpu, out["latencies"])
@@ -241,6 +253,16 @@ class BaselineServer:
         self.proc.wait(30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def _client_output(client: subprocess.Popen[bytes]) -> tuple[dict[str, Any], float]:
+    """A benchmark client's JSON answer and the CPU seconds it used (it has exited)."""
+    assert client.stdout is not None
+    out = json.loads(client.stdout.read())
+    client.stdout.close()
+    _pid, _status, usage = os.wait4(client.pid, 0)
+    client.returncode = 0
+    return out, usage.ru_utime + usage.ru_stime
 
 
 def sqlite_per_call(folder: Path, n: int, size: int) -> Result:
@@ -328,6 +350,7 @@ def run(
                         if window > 1:
                             results.append(servers["grpc"].run(count, size, window, "stream"))
                         else:
+                            results.append(durable.run_outside(count, size))
                             results.append(sqlite_per_call(folder, count, size))
                         results.append(postgres_per_call(dsn, count, size, 16 if window > 1 else 1))
                         progress.advance(task)
@@ -419,7 +442,6 @@ def _goals(rows: list[dict[str, Any]], fsync_p50: float) -> list[str]:
     notes.append(
         f"{'PASS' if ratio >= 12.7 else 'MISS'}: durable / best gRPC, pipelined, 16 B = {ratio:.2f} (goal >= 12.7)"
     )
-    durable_pp = get("immortals fsync", "ping-pong", 16)["p50_us"]
     grpc_pp = get("gRPC unary", "ping-pong", 16)["p50_us"]
     asyncio_pp = get("asyncio (no durability)", "ping-pong", 16)["p50_us"]
     pg = get("PostgreSQL txn/call, 16 clients", "pipelined", 16)
@@ -433,14 +455,22 @@ def _goals(rows: list[dict[str, Any]], fsync_p50: float) -> list[str]:
     notes.append(
         f"{'PASS' if ratio >= 10 else 'MISS'}: PostgreSQL CPU per call (client + server) / durable = {ratio:.1f}x (goal >= 10)"
     )
-    notes.append(
-        f"{'PASS' if durable_pp < grpc_pp else 'MISS'}: durable ping-pong p50 {durable_pp:.0f} us vs gRPC {grpc_pp:.0f} us (goal: below)"
-    )
     bound = fsync_p50 * 1e6 + asyncio_pp
-    notes.append(
-        f"{'PASS' if durable_pp <= 1.5 * bound else 'MISS'}: durable ping-pong p50 / (fsync p50 + asyncio p50) = "
-        f"{durable_pp / bound:.2f} (goal <= 1.5)"
-    )
+    # Immortal to immortal, a round trip holds two fsyncs (the caller logs the step that sends,
+    # the callee the step that replies); from an outside caller, only the callee's.
+    for system, who in (
+        ("immortals fsync", "immortal caller, 2 fsyncs"),
+        ("immortals fsync, outside caller", "outside caller, 1 fsync"),
+    ):
+        pp = get(system, "ping-pong", 16)["p50_us"]
+        notes.append(
+            f"{'PASS' if pp < grpc_pp else 'MISS'}: durable ping-pong p50 ({who}) {pp:.0f} us "
+            f"vs gRPC {grpc_pp:.0f} us (goal: below)"
+        )
+        notes.append(
+            f"{'PASS' if pp <= 1.5 * bound else 'MISS'}: durable ping-pong p50 ({who}) / "
+            f"(fsync p50 + asyncio p50) = {pp / bound:.2f} (goal <= 1.5)"
+        )
     return notes
 
 

@@ -150,7 +150,32 @@ async def grpc_client(port: int, n: int, size: int, window: int, mode: str) -> d
     return {"seconds": elapsed, "latencies": latencies}
 
 
+def outside_client(home: str, n: int, size: int) -> dict[str, Any]:
+    """Ping-pong from a plain program (not an immortal) to the durable Sink.
+
+    Only the Sink logs: each call costs one fsync, the way a client of a database or of a gRPC
+    service would see it. Exactly-once still holds through the idempotency key of each call.
+    """
+    from runtime import connect
+
+    payload = b"x" * size
+    latencies = []
+    with connect(home) as client:
+        client.call("sink", "add", 1, payload)  # connected before the clock starts
+        started = time.perf_counter()
+        for i in range(2, n + 2):
+            t = time.perf_counter()
+            client.call("sink", "add", i, payload)
+            latencies.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "latencies": latencies}
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "immortals-outside-client":
+        n, size = map(int, argv[2:4])
+        print(json.dumps(outside_client(argv[1], n, size)))
+        return
     kind, port = argv[0], int(argv[1])
     if kind == "asyncio-server":
         asyncio.run(asyncio_server(port))

@@ -26,6 +26,7 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
     assert {
         "immortals fsync",
         "immortals none",
+        "immortals fsync, outside caller",
         "asyncio (no durability)",
         "gRPC unary",
         "gRPC stream",
@@ -34,5 +35,6 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
     assert all(r["calls_s"] > 0 for r in rows)
     durable = [r for r in rows if r["system"] == "immortals fsync"]
     assert all(r["log_bytes"] > 0 and r["compression"] > 0 for r in durable)
+    assert sum("durable ping-pong p50" in note for note in saved["notes"]) == 4
     assert any(note.startswith("recovery:") and "steps replayed" in note for note in saved["notes"])
     assert (out / "rpc_bench.png").stat().st_size > 1000
