@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_run.add_parser(commands)
     cli_call.add_parser(commands)
     cli_log.add_parser(commands)
+    from replayer import cli as replay_cli  # the replayer is built on the runtime, not in it
+
+    replay_cli.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,114 @@
+"""Snapshots of an instance's state taken while replaying, so that going back costs little.
+
+Time travel means reaching any step quickly: the state after step n is the nearest snapshot at
+or before n plus a short replay. Checkpoints are rare (every 64 MiB or minute by default), so
+the replayer also keeps its own snapshots, every ``every`` steps it passes through. They are
+held packed (the log's value codec), in memory up to ``max_bytes`` (least recently used go
+first), and optionally spilled to disk beside the log's index, where a later session finds them.
+
+A snapshot only means something for one log and one code version: different code replays the
+same inputs to different states. The disk folder is named after both.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import zstandard
+
+SPILL_DIR = "replay-cache"
+_SUFFIX = ".snap"
+
+
+class SnapshotCache:
+    """Packed executor snapshots by LSN: bounded in memory, optionally mirrored on disk."""
+
+    def __init__(
+        self,
+        *,
+        every: int = 1000,
+        max_bytes: int = 256 << 20,
+        spill_to: Path | None = None,
+    ) -> None:
+        if every < 1:
+            raise ValueError("snapshots must be taken at least every 1 step")
+        self.every = every
+        self.max_bytes = max_bytes
+        self._memory: OrderedDict[int, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lsns: list[int] = []  # sorted: every LSN held in memory or on disk
+        self._on_disk: set[int] = set()
+        self._spill = spill_to
+        if spill_to is not None:
+            spill_to.mkdir(parents=True, exist_ok=True)
+            for entry in spill_to.iterdir():
+                stem = entry.name.removesuffix(_SUFFIX)
+                if entry.name.endswith(_SUFFIX) and stem.isdigit():
+                    self._on_disk.add(int(stem))
+            self._lsns = sorted(self._on_disk)
+
+    def __len__(self) -> int:
+        return len(self._lsns)
+
+    def wants(self, lsn: int) -> bool:
+        """Whether a snapshot after step ``lsn`` should be taken (one every ``every`` steps)."""
+        return lsn % self.every == 0 and lsn not in self._memory and lsn not in self._on_disk
+
+    def put(self, lsn: int, packed: bytes) -> None:
+        if lsn in self._memory:
+            return
+        self._memory[lsn] = packed
+        self._bytes += len(packed)
+        if lsn not in self._on_disk:
+            bisect.insort(self._lsns, lsn)
+            if self._spill is not None:
+                self._write(lsn, packed)
+        while self._bytes > self.max_bytes and len(self._memory) > 1:
+            old, data = self._memory.popitem(last=False)
+            self._bytes -= len(data)
+            if old not in self._on_disk:
+                self._lsns.remove(old)
+
+    def nearest(self, lsn: int) -> int | None:
+        """The greatest LSN at or below ``lsn`` with a snapshot, or None."""
+        i = bisect.bisect_right(self._lsns, lsn)
+        return self._lsns[i - 1] if i else None
+
+    def below(self, lsn: int) -> list[int]:
+        """Every snapshot LSN strictly below ``lsn``, ascending."""
+        return self._lsns[: bisect.bisect_left(self._lsns, lsn)]
+
+    def get(self, lsn: int) -> bytes | None:
+        packed = self._memory.get(lsn)
+        if packed is not None:
+            self._memory.move_to_end(lsn)
+            return packed
+        if lsn in self._on_disk and self._spill is not None:
+            try:
+                data = (self._spill / f"{lsn:020d}{_SUFFIX}").read_bytes()
+                return zstandard.ZstdDecompressor().decompress(data)
+            except (OSError, zstandard.ZstdError):
+                self._on_disk.discard(lsn)  # damaged or removed: it is only a cache
+                self._lsns.remove(lsn)
+        return None
+
+    def _write(self, lsn: int, packed: bytes) -> None:
+        assert self._spill is not None
+        final = self._spill / f"{lsn:020d}{_SUFFIX}"
+        tmp = final.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(zstandard.ZstdCompressor(level=1).compress(packed))
+            os.replace(tmp, final)  # never seen half-written; no fsync: it is a cache
+        except OSError:
+            return  # a full or read-only disk costs speed, not correctness
+        self._on_disk.add(lsn)
+
+
+def spill_folder(log_dir: Path, log_id: str, code_version: str) -> Path:
+    """Where snapshots of this log replayed by this code version live on disk."""
+    key = hashlib.sha256(f"{log_id}\0{code_version}".encode()).hexdigest()[:16]
+    return log_dir / SPILL_DIR / key

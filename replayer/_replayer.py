@@ -1,0 +1,546 @@
+"""Re-execute an instance's recorded history offline, with given code, sending nothing.
+
+The replayer drives the same deterministic executor the live runtime uses, in replay mode: each
+logged input is executed again and every effect it produces (calls sent, replies, emits, timers,
+non-deterministic values requested) is compared with what the log recorded. Nothing leaves the
+process: the effects are data to look at.
+
+Moving through history is built on one operation, "position the executor after step n": start
+from the nearest state known at or before n (a snapshot this replayer took earlier, a
+checkpoint, or the beginning of the log) and replay forward. Stepping forward from where the
+executor is costs one step; everything else costs at most ``snapshot_every`` steps once the
+region has been replayed once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from logformat import LogReader, pack_value, unpack_value
+from runtime._apps import LoadedApp, load_app
+from runtime._errors import AppLoadError, ImmortalsError, NondeterminismError
+from runtime._executor import Executor, app_state
+from runtime._home import DEFAULT_HOME
+
+from ._cache import SnapshotCache, spill_folder
+from ._diff import Change, diff_states
+from ._trace import TraceLine, snapshot_value, tracing
+
+Direction = Literal["forward", "backward"]
+Predicate = Callable[[Any, dict[str, Any], dict[str, Any]], Any]
+
+
+class ReplayError(ImmortalsError):
+    """A replay cannot be done as asked (an LSN outside the log, no state to start from)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One re-executed step: its input, what it consumed and produced, and how state changed.
+
+    ``effects`` holds what the step produced, by kind: ``calls`` (``[target, seq, method,
+    args, wants_reply]``), ``replies`` (``[to, seq, re, ok, value]`` for replies to instances,
+    ``[key, ok, value]`` for outside callers and ``main``), ``emits`` and ``timers``
+    (``[timer id, due time]``). ``nondeterminism`` is the list of ``[kind, value]`` the step's
+    handlers asked for (clock readings, random seeds, uuids), in order.
+    """
+
+    lsn: int
+    wall_ns: int
+    input: dict[str, Any]
+    nondeterminism: list[Any]
+    effects: dict[str, list[Any]]
+    state_diff: list[Change] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lsn": self.lsn,
+            "wall_ns": self.wall_ns,
+            "input": self.input,
+            "nondeterminism": self.nondeterminism,
+            "effects": self.effects,
+            "state_diff": [c.to_json() for c in self.state_diff],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """A step whose re-execution did not reproduce the log: where, in what, and both versions."""
+
+    lsn: int
+    what: str
+    expected: Any
+    actual: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lsn": self.lsn,
+            "what": self.what,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of :meth:`Replayer.verify` over ``first_lsn..last_lsn``."""
+
+    first_lsn: int
+    last_lsn: int
+    steps: int
+    divergences: list[Divergence]
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The lines of app code one step ran, in order, and the step itself."""
+
+    step: Step
+    lines: list[TraceLine]
+
+
+def effects_of(record: dict[str, Any]) -> dict[str, list[Any]]:
+    """A step record's effects, sorted by kind (see :class:`Step`)."""
+    calls, replies = [], []
+    for message in record.get("out", ()):
+        if message[2] == "c":
+            calls.append([message[0], message[1], message[3], message[4], message[5]])
+        else:
+            replies.append([message[0], message[1], message[3], message[4], message[5]])
+    replies.extend(record.get("rep", ()))
+    return {
+        "calls": calls,
+        "replies": replies,
+        "emits": list(record.get("emit", ())),
+        "timers": list(record.get("tim", ())),
+    }
+
+
+def resolve_app(spec: str, log_dir: Path) -> LoadedApp:
+    """The app a log was written by: ``spec`` as given, else relative to the home's project.
+
+    A log records the app the way ``immortals run`` was given it, often a path relative to
+    where that ran. Homes usually live in that project folder (``./.immortals``), so the
+    folder holding the home is the second place to look.
+    """
+    try:
+        return load_app(spec)
+    except AppLoadError as first:
+        target, _, name = spec.rpartition(":")
+        if not target.endswith(".py") or os.path.isabs(target):
+            raise
+        project = log_dir.resolve().parent.parent.parent  # HOME/logs/NAME -> HOME's folder
+        candidate = project / target
+        if not candidate.is_file():
+            raise AppLoadError(
+                f"{first}; the log was written by app {spec!r}: pass --app path/to/file.py:Class"
+            ) from None
+        return load_app(f"{candidate}:{name}")
+
+
+def open_log_dir(source: str | os.PathLike[str], home: str | os.PathLike[str]) -> Path:
+    """A log directory from a path, or from an instance name under ``home``."""
+    from runtime.cli_log import resolve_log  # the same rule as every `immortals log` command
+
+    return resolve_log(os.fspath(source), home)
+
+
+class Replayer:
+    """An instance's recorded history, re-executable with given code.
+
+    ``source`` is a log directory or an instance name under ``home``. ``app`` is
+    ``path/file.py:Class`` or ``module:Class``; by default the app named in the log's metadata.
+    Snapshots are taken every ``snapshot_every`` steps passed and kept in memory up to
+    ``cache_bytes``; with ``spill=True`` they are also written beside the log's index, where
+    the next replayer of the same log and code finds them.
+
+    Raises ``AppLoadError`` when the app cannot be imported, ``NotALogError`` or
+    ``CorruptLogError`` for a missing or damaged log. Stepping through history raises
+    :class:`runtime.NondeterminismError` when the code does not reproduce the log (use
+    :meth:`verify` to list every such step instead).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        app: str | None = None,
+        home: str | os.PathLike[str] = DEFAULT_HOME,
+        snapshot_every: int = 1000,
+        cache_bytes: int = 256 << 20,
+        spill: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.log_dir = open_log_dir(source, home)
+        self.reader = LogReader(self.log_dir)
+        meta = self.reader.meta
+        self.app = load_app(app) if app is not None else resolve_app(meta.app, self.log_dir)
+        self.instance = meta.instance
+        self.allow_pickle = allow_pickle
+        spill_to = spill_folder(self.log_dir, meta.log_id, self.app.code_version) if spill else None
+        self.cache = SnapshotCache(every=snapshot_every, max_bytes=cache_bytes, spill_to=spill_to)
+        self._executor: Executor | None = None
+        self._position = -1  # the executor holds the state after this step (-1: none yet)
+        self._checkpoints: list[int] | None = None
+
+    # -- the log ---------------------------------------------------------------------------------
+
+    @property
+    def first_lsn(self) -> int:
+        return self.reader.first_lsn
+
+    @property
+    def last_lsn(self) -> int:
+        return self.reader.last_lsn
+
+    def refresh(self) -> None:
+        """See steps appended since opening (a live instance's log keeps growing)."""
+        self.reader.refresh()
+        self._checkpoints = None
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> Replayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def state_at(self, lsn: int) -> Any:
+        """The instance's state after step ``lsn``, as plain data (a detached copy).
+
+        None before the instance's first step (its ``__init__`` runs in step 1, the start).
+        """
+        self._check_lsn(lsn, allow_before_first=True)
+        self._seek(lsn)
+        return self.current_state()
+
+    def current_state(self) -> Any:
+        """The state where the replayer stands now (after :meth:`position`)."""
+        executor = self._executor
+        if executor is None or executor.app is None:
+            return None
+        return snapshot_value(app_state(executor.app))
+
+    @property
+    def position(self) -> int:
+        """The step the replayer's state is after (``first_lsn - 1``: before any step)."""
+        return self._position
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def steps(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, diff: bool = True
+    ) -> Iterator[Step]:
+        """Re-execute ``from_lsn..to_lsn`` (default: the whole log), one :class:`Step` each.
+
+        With ``diff=False`` the state is not compared around each step (faster for long runs).
+        """
+        start, end = self._range(from_lsn, to_lsn)
+        self._seek(start - 1)
+        before = self.current_state() if diff else None
+        for record in self.reader.records(start, end):
+            produced = self._execute(record.value, record.lsn)
+            after = self.current_state() if diff else None
+            changes = diff_states(before, after) if diff else []
+            before = after
+            yield self._step(record.lsn, record.wall_ns, record.value, produced, changes)
+
+    def step(self, lsn: int) -> Step:
+        """Re-execute step ``lsn`` alone (from the state just before it)."""
+        return next(self.steps(lsn, lsn))
+
+    def _step(
+        self,
+        lsn: int,
+        wall_ns: int,
+        recorded: dict[str, Any],
+        produced: dict[str, Any],
+        changes: list[Change],
+    ) -> Step:
+        return Step(
+            lsn,
+            wall_ns,
+            recorded["in"],
+            list(produced.get("nd", ())),
+            effects_of(produced),
+            changes,
+        )
+
+    # -- verification ------------------------------------------------------------------------------
+
+    def verify(
+        self,
+        from_lsn: int | None = None,
+        to_lsn: int | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
+        """Re-execute a range and list every step whose effects differ from the log's.
+
+        Unlike :meth:`steps`, a divergence does not stop the replay: the new code's state goes
+        on from there, so later, independent divergences are found too. ``progress`` is called
+        with each LSN done.
+        """
+        start, end = self._range(from_lsn, to_lsn)
+        self._seek(start - 1)
+        executor = self._executor
+        assert executor is not None
+        divergences: list[Divergence] = []
+        count = 0
+        for record in self.reader.records(start, end):
+            try:
+                executor.execute(record.value["in"], lsn=record.lsn, recorded=record.value)
+            except NondeterminismError as exc:
+                divergences.append(Divergence(exc.lsn, exc.what, exc.expected, exc.actual))
+            if not divergences:
+                self._position = record.lsn
+                self._maybe_snapshot(record.lsn)
+            count += 1
+            if progress is not None:
+                progress(record.lsn)
+        if divergences:
+            # The state went where the new code took it, not where the log says: forget it.
+            self._executor, self._position = None, -1
+        return VerifyReport(start, end, count, divergences)
+
+    # -- tracing -----------------------------------------------------------------------------------
+
+    def trace(self, lsn: int) -> Trace:
+        """Re-execute step ``lsn`` under a line tracer: every line of app code it ran, in order.
+
+        Each :class:`TraceLine` has the file, line, function and the locals just before the
+        line ran, so a user can walk through the handler forward and backward.
+        """
+        self._check_lsn(lsn)
+        self._seek(lsn - 1)
+        before = self.current_state()
+        record = self.reader.read(lsn)
+        lines: list[TraceLine] = []
+        with tracing(lines):
+            produced = self._execute(record.value, lsn)
+        changes = diff_states(before, self.current_state())
+        return Trace(self._step(lsn, record.wall_ns, record.value, produced, changes), lines)
+
+    # -- searching ---------------------------------------------------------------------------------
+
+    def find(
+        self,
+        predicate: Predicate,
+        *,
+        start: int | None = None,
+        direction: Direction = "forward",
+    ) -> int | None:
+        """The first step after ``start`` (or last before it, going backward) where
+        ``predicate(state, input, effects)`` is true; None if there is none.
+
+        ``state`` is the state after the step: read it, do not change it. ``start`` defaults
+        to the replayer's position (forward) or to the end of the log (backward). A predicate
+        that raises counts as false at that step (``state["balance"]`` before the key exists).
+        """
+
+        def hit(lsn: int, record: dict[str, Any], produced: dict[str, Any]) -> bool:
+            state = app_state(self._executor.app) if self._executor and self._executor.app else None
+            try:
+                return bool(predicate(state, record["in"], effects_of(produced)))
+            except Exception:
+                return False
+
+        return self._search(hit, start, direction)
+
+    def find_change(
+        self,
+        expression: Callable[[Any], Any],
+        *,
+        start: int | None = None,
+        direction: Direction = "forward",
+    ) -> int | None:
+        """The next (or previous) step at which ``expression(state)`` changed value.
+
+        "Where did this change?": watch ``lambda s: s["balance"]`` and go backward. A step
+        where the expression raises has the value ``None`` there.
+        """
+
+        def value_now() -> Any:
+            executor = self._executor
+            if executor is None or executor.app is None:
+                return None
+            try:
+                return snapshot_value(expression(app_state(executor.app)))
+            except Exception:
+                return None
+
+        previous: list[Any] = []
+
+        def changed(lsn: int, record: dict[str, Any], produced: dict[str, Any]) -> bool:
+            now = value_now()
+            was = previous[0] if previous else _UNSET
+            previous[:] = [now]
+            return was is not _UNSET and was != now
+
+        def reset() -> None:
+            previous[:] = [value_now()]
+
+        return self._search(changed, start, direction, on_window=reset)
+
+    def _search(
+        self,
+        hit: Callable[[int, dict[str, Any], dict[str, Any]], bool],
+        start: int | None,
+        direction: Direction,
+        on_window: Callable[[], None] | None = None,
+    ) -> int | None:
+        if direction not in ("forward", "backward"):
+            raise ReplayError(f"direction must be 'forward' or 'backward', not {direction!r}")
+        if direction == "forward":
+            begin = self._position if start is None else start
+            begin = max(begin, self.first_lsn - 1)
+            if begin >= self.last_lsn:
+                return None
+            self._check_lsn(begin, allow_before_first=True)
+            self._seek(begin)
+            if on_window is not None:
+                on_window()
+            for record in self.reader.records(begin + 1, self.last_lsn):
+                produced = self._execute(record.value, record.lsn)
+                if hit(record.lsn, record.value, produced):
+                    return record.lsn
+            return None
+        # Backward: replay the windows between known states, newest first; the last hit in
+        # the first window that has one is the answer.
+        high = self.last_lsn if start is None else min(start - 1, self.last_lsn)
+        while high >= self.first_lsn:
+            anchor = self._anchor_below(high)
+            self._seek(anchor)
+            if on_window is not None:
+                on_window()
+            found = None
+            for record in self.reader.records(anchor + 1, high):
+                produced = self._execute(record.value, record.lsn)
+                if hit(record.lsn, record.value, produced):
+                    found = record.lsn
+            if found is not None:
+                return found
+            high = anchor
+        return None
+
+    # -- positioning -------------------------------------------------------------------------------
+
+    def _range(self, from_lsn: int | None, to_lsn: int | None) -> tuple[int, int]:
+        start = self.first_lsn if from_lsn is None else from_lsn
+        end = self.last_lsn if to_lsn is None else to_lsn
+        self._check_lsn(start)
+        self._check_lsn(end)
+        if start > end:
+            raise ReplayError(
+                f"the range {start}..{end} is empty: the first step is after the last"
+            )
+        return start, end
+
+    def _check_lsn(self, lsn: int, *, allow_before_first: bool = False) -> None:
+        low = self.first_lsn - 1 if allow_before_first else self.first_lsn
+        if not low <= lsn <= self.last_lsn:
+            raise ReplayError(
+                f"LSN {lsn} is outside the log of {self.instance!r}, which holds steps "
+                f"{self.first_lsn}..{self.last_lsn}"
+            )
+
+    def _anchor_below(self, lsn: int) -> int:
+        """The newest LSN strictly below ``lsn`` whose state can be had without replaying."""
+        candidates = [self.first_lsn - 1] if self.first_lsn == 1 else []
+        cached = self.cache.nearest(lsn - 1)
+        if cached is not None:
+            candidates.append(cached)
+        candidates += [c for c in self._checkpoint_lsns() if c < lsn]
+        if not candidates:
+            raise ReplayError(
+                f"no state to start from before LSN {lsn}: the log was trimmed to start at "
+                f"{self.first_lsn} and no checkpoint at or before it loads"
+            )
+        return max(candidates)
+
+    def _seek(self, lsn: int) -> None:
+        """Make the executor hold the state after step ``lsn``."""
+        if self._executor is not None and self._position <= lsn:
+            best_known = max(self.cache.nearest(lsn) or -1, self._newest_checkpoint_lsn(lsn))
+            if best_known <= self._position or lsn - self._position < self.cache.every:
+                self._replay_to(lsn)  # going forward from here is the shortest way
+                return
+        self._restore(lsn)
+        self._replay_to(lsn)
+
+    def _checkpoint_lsns(self) -> list[int]:
+        if self._checkpoints is None:
+            self._checkpoints = [c.lsn for c in self.reader.checkpoints()]
+        return self._checkpoints
+
+    def _newest_checkpoint_lsn(self, lsn: int) -> int:
+        lsns = [c for c in self._checkpoint_lsns() if c <= lsn]
+        return max(lsns) if lsns else -1
+
+    def _restore(self, lsn: int) -> None:
+        """Load the newest known state at or before ``lsn``: cache, checkpoint, or the start."""
+        cached = self.cache.nearest(lsn)
+        checkpoint = self._newest_checkpoint_lsn(lsn)
+        if cached is not None and cached >= checkpoint:
+            packed = self.cache.get(cached)
+            if packed is not None:
+                self._load(unpack_value(packed), cached)
+                return
+        if checkpoint >= 0:
+            found = self.reader.newest_checkpoint(at_or_below=lsn, allow_pickle=self.allow_pickle)
+            if found is not None:
+                at, snap, _skipped = found
+                self._load(snap["exec"], at)
+                return
+        if self.first_lsn != 1:
+            raise ReplayError(
+                f"no state to start from at LSN {lsn}: the log was trimmed to start at "
+                f"{self.first_lsn} and no checkpoint at or before it loads"
+            )
+        self._executor = Executor(self.app.cls, name=self.instance)
+        self._position = 0
+
+    def _load(self, exec_snapshot: dict[str, Any], lsn: int) -> None:
+        executor = Executor(self.app.cls, name=self.instance)
+        executor.restore(exec_snapshot)
+        self._executor = executor
+        self._position = lsn
+
+    def _replay_to(self, lsn: int) -> None:
+        if self._position >= lsn:
+            return
+        for record in self.reader.records(self._position + 1, lsn):
+            self._execute(record.value, record.lsn)
+
+    def _execute(self, recorded: dict[str, Any], lsn: int) -> dict[str, Any]:
+        """Re-execute one step from the state after ``lsn - 1``; snapshot it if it is due."""
+        executor = self._executor
+        assert executor is not None and self._position == lsn - 1
+        try:
+            produced = executor.execute(recorded["in"], lsn=lsn, recorded=recorded)
+        except BaseException:
+            self._executor, self._position = None, -1  # its state is not the recorded one
+            raise
+        self._position = lsn
+        self._maybe_snapshot(lsn)
+        return produced
+
+    def _maybe_snapshot(self, lsn: int) -> None:
+        executor = self._executor
+        if executor is not None and executor.quiescent and self.cache.wants(lsn):
+            self.cache.put(lsn, pack_value(executor.snapshot()))
+
+
+_UNSET = object()
