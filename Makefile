@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check logformat runtime
+	$(BIN)/ruff format --check logformat runtime replayer
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
