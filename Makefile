@@ -30,10 +30,12 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log
 	$(BIN)/python -m benchmarks.bench_rpc
+	$(BIN)/python -m benchmarks.bench_replay
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log --quick
 	$(BIN)/python -m benchmarks.bench_rpc --quick
+	$(BIN)/python -m benchmarks.bench_replay --quick
 
 clean:
 	rm -rf $(VENV) .immortals .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -22,3 +22,17 @@ def test_quick_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert "machine" in saved and saved["machine"]["cores"]
     assert (out / "log_bench.png").stat().st_size > 1000
     assert "| measurement |" in (out / "log_bench.md").read_text()
+
+
+def test_quick_replay_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
+    from benchmarks import bench_replay
+
+    out = tmp_path / "results"
+    with open(tmp_path / "console.txt", "w") as sink:
+        result = bench_replay.run(quick=True, out_dir=out, console=Console(file=sink))
+    assert len(result["notes"]) == 4
+    assert all(note.startswith(("PASS: ", "MISS: ")) for note in result["notes"])
+    saved = json.loads((out / "replay_bench.json").read_text())
+    values = {row["measure"]: row["value"] for row in saved["rows"]}
+    assert values["replay (verify: read, re-execute, compare)"] > 0
+    assert (out / "replay_bench.png").stat().st_size > 1000
