@@ -268,6 +268,10 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert "is not a subclass of runtime.Immortal" in _error_line(
         run_cli("replay", log, "--app", "tests/replaylog.py:Recorder", home=home)
     )
+    wrong = _error_line(
+        run_cli("replay", log, "--app", "samples/counter/counter.py:Client", home=home)
+    )
+    assert "step 1: replay diverged" in wrong  # another app's code does not reproduce the log
     assert "outside the log" in _error_line(run_cli("replay", log, "--state-at", "9", home=home))
     assert "outside the log" in _error_line(run_cli("replay", log, "--from", "5", home=home))
     assert "is not an immortals log" in _error_line(run_cli("replay", str(tmp_path), home=home))
