@@ -44,12 +44,26 @@ class SnapshotCache:
         self._on_disk: set[int] = set()
         self._spill = spill_to
         if spill_to is not None:
-            spill_to.mkdir(parents=True, exist_ok=True)
-            for entry in spill_to.iterdir():
-                stem = entry.name.removesuffix(_SUFFIX)
-                if entry.name.endswith(_SUFFIX) and stem.isdigit():
-                    self._on_disk.add(int(stem))
-            self._lsns = sorted(self._on_disk)
+            try:
+                spill_to.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                self._spill = None  # a read-only log: snapshots stay in memory
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Pick up snapshots another replayer of the same log and code spilled meanwhile."""
+        if self._spill is None:
+            return
+        try:
+            names = [entry.name for entry in self._spill.iterdir()]
+        except OSError:
+            return
+        for name in names:
+            stem = name.removesuffix(_SUFFIX)
+            if name.endswith(_SUFFIX) and stem.isdigit() and int(stem) not in self._on_disk:
+                self._on_disk.add(int(stem))
+                if int(stem) not in self._memory:
+                    bisect.insort(self._lsns, int(stem))
 
     def __len__(self) -> int:
         return len(self._lsns)

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     from replayer import cli as replay_cli  # the replayer is built on the runtime, not in it
 
     replay_cli.add_parser(commands)
+    from debugger import cli as debug_cli
+
+    debug_cli.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""The effects pane: the step's input, what it consumed, and everything it produced.
+
+In line-by-line mode it shows the locals at the current line instead of the state-level view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from replayer import Step, TraceLine
+
+
+class EffectsView(Static):
+    """Input, non-deterministic values, calls, replies, emits, timers, result or exception."""
+
+    DEFAULT_CSS = """
+    EffectsView {
+        border: round $primary-darken-2;
+        height: 1fr;
+        overflow-y: auto;
+    }
+    """
+
+    def on_mount(self) -> None:
+        self.border_title = "effects"
+
+    def show_step(self, step: Step) -> None:
+        self.border_title = f"step {step.lsn}: input and effects"
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        table.add_row("input", _brief(step.input, 200))
+        for kind, value in step.nondeterminism:
+            table.add_row(f"used {kind}", _brief(value))
+        fx = step.effects
+        for target, seq, method, args, wants in fx["calls"]:
+            post = "" if wants else " (post, no reply)"
+            table.add_row("call", f"{target}.{method}({_args(args)}) #{seq}{post}")
+        for reply in fx["replies"]:
+            ok, value = reply[-2], reply[-1]
+            to = reply[0] if len(reply) == 5 else f"caller {reply[0]!r}"
+            if ok:
+                table.add_row("result", Text(f"{_brief(value)} → {to}", style="green"))
+            else:
+                table.add_row("exception", Text(f"{_exception(value)} → {to}", style="red"))
+        for value in fx["emits"]:
+            table.add_row("emit", _brief(value))
+        for tid, due in fx["timers"]:
+            table.add_row("timer", f"#{tid} due at {due:.3f}")
+        if not any(fx.values()):
+            table.add_row("", Text("no effects (the handler is still awaiting)", style="italic"))
+        self.update(table)
+
+    def show_line(self, line: TraceLine, index: int, total: int, step: Step) -> None:
+        self.border_title = f"step {step.lsn}: line {index + 1} of {total} ({line.event})"
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold magenta", no_wrap=True)
+        table.add_column()
+        table.add_row("at", f"{line.function}() line {line.line}")
+        for name, value in line.locals.items():
+            table.add_row(name, _brief(value, 200))
+        hint = Text("↓/↑ next/previous line, esc back to steps", style="italic dim")
+        self.update(Group(table, hint))
+
+    def show_message(self, message: str) -> None:
+        self.border_title = "effects"
+        self.update(Text(message, style="italic"))
+
+
+def _args(args: Any) -> str:
+    return ", ".join(_brief(a, 30) for a in args) if isinstance(args, list) else _brief(args)
+
+
+def _exception(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}: {value[1]}"
+    return _brief(value)
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

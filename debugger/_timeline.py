@@ -1,0 +1,200 @@
+"""The timeline: one row per step, for logs of any length.
+
+Never one widget per step: the widget knows only how many rows there are and draws the visible
+ones (Textual's line API). Rows come from the history's block cache; a row not loaded yet is
+drawn as a placeholder while a thread worker reads its block, then the view redraws, the way
+toolong reads big files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events, work
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ._history import History, Row
+
+_CURSOR = Style(bgcolor="#264f78", color="white", bold=True)
+_MARKED = Style(bgcolor="#4b3b00")
+_HIT = Style(color="#e5c07b")
+_DIM = Style(color="#7f848e")
+_CHECKPOINT = Style(color="#98c379", bold=True)
+_UPGRADE = Style(color="#c678dd", bold=True)
+
+
+def clock(wall_ns: int) -> str:
+    """Wall time of a step as ``HH:MM:SS.mmm`` (UTC): the date is in the status line."""
+    if not wall_ns:
+        return "--:--:--.---"
+    seconds, rest = divmod(wall_ns, 1_000_000_000)
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+    return moment.strftime("%H:%M:%S") + f".{rest // 1_000_000:03d}"
+
+
+class Timeline(ScrollView, can_focus=True):
+    """Every step of the log, one row each; the cursor row is the selected step."""
+
+    DEFAULT_CSS = """
+    Timeline {
+        border: round $primary-darken-2;
+        border-title-color: $text;
+        scrollbar-size-vertical: 1;
+    }
+    Timeline:focus { border: round $accent; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("down,j", "move(1)", "next", show=False),
+        Binding("up,k", "move(-1)", "previous", show=False),
+        Binding("pagedown", "page(1)", "page down", show=False),
+        Binding("pageup", "page(-1)", "page up", show=False),
+    ]
+
+    cursor: reactive[int] = reactive(1)
+    """The selected step's LSN."""
+    mark: reactive[int | None] = reactive(None)
+    """A step marked for diffing against (``m``)."""
+
+    class Selected(Message):
+        """The cursor moved to another step."""
+
+        def __init__(self, lsn: int) -> None:
+            self.lsn = lsn
+            super().__init__()
+
+    def __init__(self, history: History, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.history = history
+        self.watch_columns: list[str] = []
+        self.watch_values: dict[int, list[str]] = {}
+        self.hits: set[int] = set()
+        self.cursor = history.first_lsn
+        self._loading: set[int] = set()
+
+    # -- size and drawing --------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.border_title = "timeline"
+        self.update_size()
+
+    def update_size(self) -> None:
+        self.virtual_size = Size(self.size.width, self.history.count + 1)  # +1: the header
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self.update_size()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._header(width)
+        lsn = self.history.first_lsn + int(self.scroll_offset.y) + y - 1
+        if lsn > self.history.last_lsn:
+            return Strip.blank(width)
+        row = self.history.cached_row(lsn)
+        if row is None:
+            self._request(lsn)
+            return Strip([Segment(f"{lsn:>9}  …".ljust(width), _DIM)], width)
+        return self._row(row, width)
+
+    def _header(self, width: int) -> Strip:
+        watches = "".join(f" {w[:14]:<14}" for w in self.watch_columns)
+        text = f"{'LSN':>9} {'':2}{'time':<12}  {'kind':<6} {'from':<10} {'fx':>2}{watches}  input"
+        return Strip([Segment(text[:width].ljust(width), Style(bold=True, underline=True))], width)
+
+    def _row(self, row: Row, width: int) -> Strip:
+        marker, marker_style = "  ", _DIM
+        if row.lsn in self.history.upgrades:
+            marker, marker_style = "U ", _UPGRADE
+        elif row.lsn in self.history.checkpoints:
+            marker, marker_style = "C ", _CHECKPOINT
+        if row.lsn in self.hits:
+            marker, marker_style = "● ", _HIT
+        values = self.watch_values.get(row.lsn)
+        watches = "".join(
+            f" {(values[i] if values and i < len(values) else '…'):<14}"
+            for i in range(len(self.watch_columns))
+        )
+        sender = row.sender[:10]
+        body = (
+            f"{clock(row.wall_ns):<12}  {row.kind:<6} {sender:<10} {row.effects:>2}{watches}  "
+            f"{row.summary}"
+        )
+        base = Style()
+        if row.lsn == self.mark:
+            base = _MARKED
+        if row.lsn == self.cursor:
+            base = _CURSOR
+        segments = [
+            Segment(f"{row.lsn:>9} ", base),
+            Segment(marker, base + marker_style if row.lsn != self.cursor else base),
+            Segment(body[: max(0, width - 12)].ljust(max(0, width - 12)), base),
+        ]
+        return Strip(segments, width)
+
+    @work(thread=True, group="rows")
+    def _load(self, lsn: int) -> None:
+        self.history.load_rows(lsn)
+        self.app.call_from_thread(self._loaded, lsn)
+
+    def _request(self, lsn: int) -> None:
+        block = (lsn - self.history.first_lsn) // 256
+        if block not in self._loading:
+            self._loading.add(block)
+            self._load(lsn)
+
+    def _loaded(self, lsn: int) -> None:
+        self._loading.discard((lsn - self.history.first_lsn) // 256)
+        self.refresh()
+
+    # -- moving ------------------------------------------------------------------------------------
+
+    def go(self, lsn: int) -> None:
+        """Select step ``lsn`` (clamped to the log) and scroll it into view."""
+        lsn = max(self.history.first_lsn, min(self.history.last_lsn, lsn))
+        self.cursor = lsn
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self._scroll_into_view(new)
+        self.refresh()
+        self.post_message(self.Selected(new))
+
+    def watch_mark(self) -> None:
+        self.refresh()
+
+    def _scroll_into_view(self, lsn: int) -> None:
+        index = lsn - self.history.first_lsn
+        visible = max(1, self.size.height - 1)
+        top = int(self.scroll_offset.y)
+        if index < top:
+            self.scroll_to(y=index, animate=False)
+        elif index >= top + visible:
+            self.scroll_to(y=index - visible + 1, animate=False)
+
+    def action_move(self, delta: int) -> None:
+        stepper = getattr(self.app, "move_line", None)  # stepping through a handler's lines
+        if stepper is not None and stepper(delta):
+            return
+        self.go(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.go(self.cursor + direction * max(1, self.size.height - 2))
+
+    def visible_range(self) -> tuple[int, int]:
+        first = self.history.first_lsn + int(self.scroll_offset.y)
+        last = min(self.history.last_lsn, first + max(1, self.size.height - 1) - 1)
+        return first, last
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y >= 1:
+            self.go(self.history.first_lsn + int(self.scroll_offset.y) + offset.y - 1)
