@@ -53,7 +53,7 @@ class EffectsView(Static):
         for tid, due in fx["timers"]:
             table.add_row("timer", f"#{tid} due at {due:.3f}")
         if not any(fx.values()):
-            table.add_row("", Text("no effects (the handler is still awaiting)", style="italic"))
+            table.add_row("", Text("no effects", style="italic"))
         self.update(table)
 
     def show_line(self, line: TraceLine, index: int, total: int, step: Step) -> None:

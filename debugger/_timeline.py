@@ -48,6 +48,7 @@ class Timeline(ScrollView, can_focus=True):
         border: round $primary-darken-2;
         border-title-color: $text;
         scrollbar-size-vertical: 1;
+        overflow-x: hidden;
     }
     Timeline:focus { border: round $accent; }
     """

@@ -33,7 +33,10 @@ def fixed_sources() -> Sources:
 class Recorder:
     """Executes inputs live and logs every step; ``states[lsn]`` is the state after ``lsn``."""
 
-    def __init__(self, log_dir: Path, app: str, *, name: str = "server") -> None:
+    def __init__(
+        self, log_dir: Path, app: str, *, name: str = "server", wall_start_ns: int = 0
+    ) -> None:
+        self.wall_start_ns = wall_start_ns
         loaded = load_app(app)
         self.executor = Executor(loaded.cls, name=name, sources=fixed_sources())
         self.writer = LogWriter.open(
@@ -50,7 +53,7 @@ class Recorder:
     def step(self, inp: dict[str, Any]) -> dict[str, Any]:
         lsn = self.lsn + 1
         record = self.executor.execute(inp, lsn=lsn)
-        self.writer.append([record], wall_ns=1_000_000 * lsn)
+        self.writer.append([record], wall_ns=self.wall_start_ns + 1_000_000 * lsn)
         app = self.executor.app
         self.states.append(snapshot_value(app_state(app)) if app is not None else None)
         self.records.append(record)
