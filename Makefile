@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check logformat runtime replayer
+	$(BIN)/ruff format --check logformat runtime replayer debugger
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -31,11 +31,13 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log
 	$(BIN)/python -m benchmarks.bench_rpc
 	$(BIN)/python -m benchmarks.bench_replay
+	$(BIN)/python -m benchmarks.bench_debugger
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_log --quick
 	$(BIN)/python -m benchmarks.bench_rpc --quick
 	$(BIN)/python -m benchmarks.bench_replay --quick
+	$(BIN)/python -m benchmarks.bench_debugger --quick
 
 clean:
 	rm -rf $(VENV) .immortals .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -36,3 +36,15 @@ def test_quick_replay_benchmark_writes_table_json_and_plot(tmp_path: Path) -> No
     values = {row["measure"]: row["value"] for row in saved["rows"]}
     assert values["replay (verify: read, re-execute, compare)"] > 0
     assert (out / "replay_bench.png").stat().st_size > 1000
+
+
+def test_quick_debugger_benchmark_writes_table_json_and_plot(tmp_path: Path) -> None:
+    from benchmarks import bench_debugger
+
+    out = tmp_path / "results"
+    with open(tmp_path / "console.txt", "w") as sink:
+        result = bench_debugger.run(quick=True, out_dir=out, console=Console(file=sink))
+    assert result["notes"][0].startswith(("PASS: first screen", "MISS: first screen"))
+    saved = json.loads((out / "debugger_bench.json").read_text())
+    assert len(saved["rows"]) == 6 and all(row["value"] > 0 for row in saved["rows"])
+    assert (out / "debugger_bench.png").stat().st_size > 1000

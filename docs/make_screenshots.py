@@ -1,0 +1,64 @@
+"""Export the README's debugger screenshots from the app itself (run from the repo root).
+
+    python docs/make_screenshots.py
+
+Uses the checked-in logs the debugger's tests use, so the pictures match what tests check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from debugger import DebuggerApp  # noqa: E402
+from tests.test_debugger import ACCOUNTS, COUNTER, settle  # noqa: E402
+
+SHOTS = [
+    ("debugger-step", ACCOUNTS, [("colon", "4")]),
+    ("debugger-lines", ACCOUNTS, [("colon", "9"), "s", "j"]),
+    ("debugger-diff", ACCOUNTS, [("colon", "2"), "m", ("colon", "11"), "d"]),
+    (
+        "debugger-watch",
+        COUNTER,
+        [("w", 'state["count"] * 10'), ("b", 'state["count"] in (3, 7)'), "c", "c"],
+    ),
+]
+
+
+async def shoot(name: str, source: Path, steps: list[object], out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "log"
+        shutil.copytree(source, log)
+        app = DebuggerApp(log)
+        async with app.run_test(size=(120, 34)) as pilot:
+            await settle(pilot)
+            for step in steps:
+                if isinstance(step, tuple):
+                    await pilot.press(step[0])
+                    await pilot.pause()
+                    await pilot.press(*step[1])
+                    await pilot.press("enter")
+                else:
+                    await pilot.press(str(step))
+                await settle(pilot)
+            app.clear_notifications()
+            await pilot.pause()
+            app.save_screenshot(str(out / f"{name}.svg"))
+
+
+def main() -> None:
+    out = REPO / "docs" / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, source, steps in SHOTS:
+        asyncio.run(shoot(name, source, steps, out))
+        print(f"wrote docs/images/{name}.svg")
+
+
+if __name__ == "__main__":
+    main()
