@@ -92,6 +92,7 @@ class DebuggerApp(App[None]):
         Binding("m", "mark", "mark", show=False),
         Binding("d", "toggle_diff", "diff", show=False),
         Binding("slash", "search", "search", show=False),
+        Binding("F", "filter", "filter", show=False),
         Binding("n", "search_next(1)", "next match", show=False),
         Binding("N", "search_next(-1)", "previous match", show=False),
         Binding("question_mark", "help", "help", show=False),
@@ -163,6 +164,8 @@ class DebuggerApp(App[None]):
             self._inspect(self.timeline.cursor)
         if self.index and history.replayer is not None and history.count:
             self._index()
+        if history.is_live():
+            self._start_polling()
         self._check_size()
         self._update_status()
 
@@ -254,15 +257,13 @@ class DebuggerApp(App[None]):
     # -- moving ------------------------------------------------------------------------------------
 
     def action_jump(self, delta: int) -> None:
-        self.timeline.go(self.timeline.cursor + delta)
+        self.timeline.move_by(delta)
 
     def action_first(self) -> None:
-        if self.history is not None:
-            self.timeline.go(self.history.first_lsn)
+        self.timeline.move_by(-self.timeline.row_count)
 
     def action_last(self) -> None:
-        if self.history is not None:
-            self.timeline.go(self.history.last_lsn)
+        self.timeline.move_by(self.timeline.row_count)
 
     def action_goto(self) -> None:
         self.push_screen(
@@ -303,12 +304,14 @@ class DebuggerApp(App[None]):
 
     def watch_following(self, following: bool) -> None:
         if following:
-            self._poll = self.set_interval(0.5, self._poll_log)
+            self._start_polling()
             self._poll_log()
-        elif self._poll is not None:
-            self._poll.stop()
-            self._poll = None
         self._update_status()
+
+    def _start_polling(self) -> None:
+        """Look for new steps twice a second (a live log grows whether followed or not)."""
+        if self._poll is None:
+            self._poll = self.set_interval(0.5, self._poll_log)
 
     def _poll_log(self) -> None:
         history = self.history
@@ -316,7 +319,9 @@ class DebuggerApp(App[None]):
             return
         if history.refresh():
             self.timeline.update_size()
-        self.timeline.go(history.last_lsn)
+            self._update_status()
+        if self.following:
+            self.timeline.go(history.last_lsn)  # clears a filter that hides the newest step
 
     # -- line by line --------------------------------------------------------------------------------
 
@@ -511,6 +516,38 @@ class DebuggerApp(App[None]):
         found = self.history.search(text, start=self.timeline.cursor, direction=direction)
         self.call_from_thread(self._search_done, found, f"no more steps mentioning {text!r}")
 
+    def action_filter(self) -> None:
+        self.push_screen(
+            Prompt("Show only steps mentioning (method, sender, arguments; empty shows all):"),
+            self._filter,
+        )
+
+    def _filter(self, text: str | None) -> None:
+        if not text:
+            self.timeline.set_filter(None)
+            self.timeline.border_title = "timeline"
+            return
+        self.busy = "filtering…"
+        self._update_status()
+        self._compute_filter(text)
+
+    @work(thread=True, exclusive=True, group="search")
+    def _compute_filter(self, text: str) -> None:
+        assert self.history is not None
+        lsns = self.history.matching(text)
+        self.call_from_thread(self._filter_done, text, lsns)
+
+    def _filter_done(self, text: str, lsns: list[int]) -> None:
+        self.busy = ""
+        if not lsns:
+            self.notify(f"no step mentions {text!r}", severity="warning")
+            self._update_status()
+            return
+        total = self.history.count if self.history else 0
+        self.timeline.border_title = f"timeline: {len(lsns):,} of {total:,} steps match {text!r}"
+        self.timeline.set_filter(lsns)
+        self._update_status()
+
     # -- background work and status ---------------------------------------------------------------
 
     @work(thread=True, group="index")
@@ -579,6 +616,7 @@ class DebuggerApp(App[None]):
             ("Mark step", "mark", "diff other steps against this one"),
             ("Toggle diff", "toggle_diff", "show changes instead of the whole state"),
             ("Search", "search", "method, sender, arguments"),
+            ("Filter", "filter", "show only the steps that mention a text"),
             ("Help", "help", "the key map"),
         ]
 

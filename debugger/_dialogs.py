@@ -28,6 +28,7 @@ KEYS: list[tuple[str, str]] = [
     ("m", "mark the selected step (diff against it with d)"),
     ("d", "toggle the diff view: changes of this step, or against the marked step"),
     ("/ , n / N", "search method, sender and arguments; next / previous match"),
+    ("F", "filter: show only the steps that mention a text (empty: all)"),
     ("ctrl+p", "command palette: every action by name"),
     ("?", "this help"),
     ("q", "quit"),

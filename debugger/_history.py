@@ -225,6 +225,16 @@ class History:
         assert found is not None
         return found
 
+    def matching(self, needle: str) -> list[int]:
+        """Every step whose row mentions ``needle`` (method, sender, arguments), ascending."""
+        needle = needle.lower()
+        found = []
+        for lsn in range(self.first_lsn, self.last_lsn + 1):
+            row = self.row(lsn)
+            if needle in f"{row.kind} {row.sender} {row.summary}".lower():
+                found.append(lsn)
+        return found
+
     def search(self, needle: str, *, start: int, direction: int) -> int | None:
         """The next (direction 1) or previous (-1) step whose row mentions ``needle``.
 

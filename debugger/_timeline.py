@@ -8,6 +8,7 @@ toolong reads big files.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from typing import ClassVar
 
@@ -78,6 +79,7 @@ class Timeline(ScrollView, can_focus=True):
         self.watch_columns: list[str] = []
         self.watch_values: dict[int, list[str]] = {}
         self.hits: set[int] = set()
+        self.only: list[int] | None = None  # a filter's matching LSNs, ascending (None: all)
         self.cursor = history.first_lsn
         self._loading: set[int] = set()
 
@@ -88,7 +90,7 @@ class Timeline(ScrollView, can_focus=True):
         self.update_size()
 
     def update_size(self) -> None:
-        self.virtual_size = Size(self.size.width, self.history.count + 1)  # +1: the header
+        self.virtual_size = Size(self.size.width, self.row_count + 1)  # +1: the header
         self.refresh()
 
     def on_resize(self) -> None:
@@ -98,8 +100,8 @@ class Timeline(ScrollView, can_focus=True):
         width = self.size.width
         if y == 0:
             return self._header(width)
-        lsn = self.history.first_lsn + int(self.scroll_offset.y) + y - 1
-        if lsn > self.history.last_lsn:
+        lsn = self.lsn_at(int(self.scroll_offset.y) + y - 1)
+        if lsn is None:
             return Strip.blank(width)
         row = self.history.cached_row(lsn)
         if row is None:
@@ -159,10 +161,52 @@ class Timeline(ScrollView, can_focus=True):
 
     # -- moving ------------------------------------------------------------------------------------
 
+    # -- rows shown: all steps, or a filter's matches ------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self.only) if self.only is not None else self.history.count
+
+    def lsn_at(self, index: int) -> int | None:
+        """The LSN shown at row ``index`` (0 is the first row under the header)."""
+        if index < 0 or index >= self.row_count:
+            return None
+        return self.only[index] if self.only is not None else self.history.first_lsn + index
+
+    def index_of(self, lsn: int) -> int:
+        """The row showing ``lsn``, or (filtered) the row of the first match after it."""
+        if self.only is None:
+            return lsn - self.history.first_lsn
+        return min(bisect.bisect_left(self.only, lsn), max(0, len(self.only) - 1))
+
+    def set_filter(self, lsns: list[int] | None) -> None:
+        """Show only ``lsns`` (ascending), or every step again with None."""
+        self.only = lsns
+        self.update_size()
+        if lsns:
+            self.cursor = lsns[self.index_of(self.cursor)]  # the first match from here on
+        self._scroll_into_view(self.cursor)
+
     def go(self, lsn: int) -> None:
-        """Select step ``lsn`` (clamped to the log) and scroll it into view."""
+        """Select step ``lsn`` (clamped to the log) and scroll it into view.
+
+        With a filter on, a step it hides clears the filter: the user asked for that step.
+        """
         lsn = max(self.history.first_lsn, min(self.history.last_lsn, lsn))
+        if self.only is not None and lsn not in self._only_set():
+            self.only = None
+            self.update_size()
         self.cursor = lsn
+
+    def _only_set(self) -> set[int]:
+        return set(self.only or ())
+
+    def move_by(self, delta: int) -> None:
+        """Move ``delta`` rows (of the filtered rows, when filtered)."""
+        index = max(0, min(self.row_count - 1, self.index_of(self.cursor) + delta))
+        target = self.lsn_at(index)
+        if target is not None:
+            self.cursor = target
 
     def watch_cursor(self, old: int, new: int) -> None:
         self._scroll_into_view(new)
@@ -173,7 +217,7 @@ class Timeline(ScrollView, can_focus=True):
         self.refresh()
 
     def _scroll_into_view(self, lsn: int) -> None:
-        index = lsn - self.history.first_lsn
+        index = self.index_of(lsn)
         visible = max(1, self.size.height - 1)
         top = int(self.scroll_offset.y)
         if index < top:
@@ -185,17 +229,22 @@ class Timeline(ScrollView, can_focus=True):
         stepper = getattr(self.app, "move_line", None)  # stepping through a handler's lines
         if stepper is not None and stepper(delta):
             return
-        self.go(self.cursor + delta)
+        self.move_by(delta)
 
     def action_page(self, direction: int) -> None:
-        self.go(self.cursor + direction * max(1, self.size.height - 2))
+        self.move_by(direction * max(1, self.size.height - 2))
 
     def visible_range(self) -> tuple[int, int]:
-        first = self.history.first_lsn + int(self.scroll_offset.y)
-        last = min(self.history.last_lsn, first + max(1, self.size.height - 1) - 1)
+        """First and last LSN on screen (the range to re-execute for watch columns)."""
+        top = int(self.scroll_offset.y)
+        first = self.lsn_at(top) or self.history.first_lsn
+        bottom = min(self.row_count - 1, top + max(1, self.size.height - 1) - 1)
+        last = self.lsn_at(bottom) or first
         return first, last
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is not None and offset.y >= 1:
-            self.go(self.history.first_lsn + int(self.scroll_offset.y) + offset.y - 1)
+            target = self.lsn_at(int(self.scroll_offset.y) + offset.y - 1)
+            if target is not None:
+                self.cursor = target

@@ -247,3 +247,27 @@ async def test_a_small_terminal_gets_a_notice(counter_log: Path) -> None:
         await settle(pilot)
         assert app.query_one("#too-small").display
         assert not app.query_one("#main").display
+
+
+async def test_filter_shows_only_matching_steps(accounts_log: Path) -> None:
+    app = DebuggerApp(accounts_log)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await keys(pilot, "F")
+        await type_in(pilot, "transfer")
+        assert app.timeline.only == [4, 9]
+        assert app.timeline.cursor == 4
+        await keys(pilot, "j")
+        assert app.timeline.cursor == 9  # the next matching step, not step 5
+        await keys(pilot, "j", "g")
+        assert app.timeline.cursor == 4
+        await keys(pilot, "colon")
+        await type_in(pilot, "6")  # a step the filter hides: the filter goes
+        assert app.timeline.only is None and app.timeline.cursor == 6
+        await keys(pilot, "F")
+        await type_in(pilot, "bob")
+        assert app.timeline.only == [4, 7]  # the call to bob and bob's reply
+        await keys(pilot, "F")
+        await pilot.press("enter")  # empty: every step again
+        await settle(pilot)
+        assert app.timeline.only is None

@@ -107,3 +107,8 @@ def test_not_a_log(snap_compare: Any, tmp_path: Path, monkeypatch: pytest.Monkey
 def test_an_app_that_cannot_be_imported(snap_compare: Any, counter_log: Path) -> None:
     app = DebuggerApp(counter_log, app="missing/app.py:Server")
     assert snap_compare(app, terminal_size=SIZE, run_before=script("j"))
+
+
+def test_filtered_timeline(snap_compare: Any, accounts_log: Path) -> None:
+    run = script(("F", "transfer"))
+    assert snap_compare(DebuggerApp(accounts_log), terminal_size=SIZE, run_before=run)
