@@ -271,3 +271,23 @@ async def test_filter_shows_only_matching_steps(accounts_log: Path) -> None:
         await pilot.press("enter")  # empty: every step again
         await settle(pilot)
         assert app.timeline.only is None
+
+
+async def test_the_mouse_selects_a_row(counter_log: Path) -> None:
+    app = DebuggerApp(counter_log)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # Row y of the widget: 0 is its border, 1 the header, so y = 4 is the third step.
+        await pilot.click("#timeline", offset=(20, 4))
+        await settle(pilot)
+        assert app.timeline.cursor == 3
+        assert app.view is not None and app.view.step.lsn == 3
+
+
+def test_the_debug_command_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.cli import main
+
+    assert main(["debug", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--app" in out and "PATH" in out
+    assert main(["debug"]) == 2  # PATH is required: a one-line usage error
