@@ -44,7 +44,11 @@ class StateView(Tree[Any]):
         changed: dict[tuple[Any, ...], str] = {c.path: c.kind for c in changes}
         open_paths = {c.path[:i] for c in changes for i in range(len(c.path))}
         self.clear()
-        self.root.set_label(Text("state", style="bold"))
+        empty = state is None or (isinstance(state, dict | list) and not state)
+        label = (
+            "state" if not empty else ("state: not started" if state is None else "state: empty")
+        )
+        self.root.set_label(Text(label, style="bold"))
         self._fill(self.root, state, (), changed, open_paths)
         self.root.expand()
 

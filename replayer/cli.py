@@ -106,15 +106,20 @@ def step_line(step: Step) -> str:
     parts = [f"{step.lsn:>6}  {describe_input(step.input)}"]
     fx = step.effects
     parts += [f"-> call {c[0]}.{c[2]}({_args(c[3])})" for c in fx["calls"]]
-    parts += [
-        f"-> reply {_short(r[-1]) if r[-2] else 'error ' + _short(r[-1])}" for r in fx["replies"]
-    ]
+    parts += [_reply_text(r) for r in fx["replies"]]
     parts += [f"-> emit {_short(e)}" for e in fx["emits"]]
     parts += [f"-> timer #{t[0]}" for t in fx["timers"]]
     line = "  ".join(parts)
     if step.state_diff:
         line += "  | " + "; ".join(change_text(c) for c in step.state_diff)
     return line
+
+
+def _reply_text(reply: list[Any]) -> str:
+    ok, value = reply[-2], reply[-1]
+    if len(reply) == 3 and reply[0] == "main":
+        return "-> main() finished" if ok else f"-> main() raised {_short(value)}"
+    return f"-> reply {_short(value)}" if ok else f"-> error {_short(value)}"
 
 
 def describe_input(inp: dict[str, Any]) -> str:
