@@ -136,6 +136,7 @@ class History:
         self._rows: OrderedDict[int, list[Row]] = OrderedDict()
         self._rows_lock = threading.Lock()
         self.replay_lock = threading.Lock()
+        self.indexing = False  # a background replay is spilling snapshots right now
         self.app_error: str | None = None
         self.replayer: Replayer | None = None
         try:
@@ -256,6 +257,8 @@ class History:
         """Re-execute step ``lsn``: its effects, state, diff, and the lines its handler ran."""
         replayer = self._require_replayer()
         with self.replay_lock:
+            if self.indexing:
+                replayer.cache.rescan()  # use what the background indexer has spilled so far
             trace = replayer.trace(lsn)
             state = replayer.current_state()
             against = None
@@ -336,8 +339,12 @@ class History:
         """
         if self.replayer is None:
             return
-        with Replayer(self.log_dir, app=self.replayer.app.spec, spill=True) as indexer:
-            indexer.verify(progress=progress)
+        self.indexing = True
+        try:
+            with Replayer(self.log_dir, app=self.replayer.app.spec, spill=True) as indexer:
+                indexer.verify(progress=progress)
+        finally:
+            self.indexing = False
         with self.replay_lock:
             self.replayer.cache.rescan()
 
