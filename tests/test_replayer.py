@@ -277,3 +277,19 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert "is not an immortals log" in _error_line(run_cli("replay", str(tmp_path), home=home))
     with Replayer(tmp_path / "log") as r, pytest.raises(ReplayError, match="outside the log"):
         r.state_at(3)
+
+
+def test_the_app_is_found_beside_the_home_when_run_from_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logs name the app as `immortals run` got it, often relative to the project folder."""
+    project = tmp_path / "project"
+    (project / "apps").mkdir(parents=True)
+    shutil.copy("samples/counter/counter.py", project / "apps" / "counter.py")
+    monkeypatch.chdir(project)
+    rec = Recorder(project / ".immortals" / "logs" / "server", "apps/counter.py:Server")
+    rec.call("inc")
+    rec.close()
+    monkeypatch.chdir(tmp_path)  # somewhere else: apps/counter.py is not here
+    with Replayer("server", home=project / ".immortals") as r:
+        assert r.state_at(2) == {"count": 1}
