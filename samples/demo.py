@@ -102,6 +102,8 @@ def main() -> int:
         ("log dump server", "every step, one a line"),
         ("log dump client --json", "one JSON object per step, for scripts"),
         ("log verify server", "check every frame and checkpoint"),
+        ("replay client", "re-execute the client's history offline"),
+        ("debug client", "the time-travel debugger (? for keys, q quits)"),
     ):
         print(f"    {cli} {command:<24}  # {what}")
     return 0
