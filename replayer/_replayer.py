@@ -24,7 +24,7 @@ from logformat import LogReader, pack_value, unpack_value
 from runtime._apps import LoadedApp, load_app
 from runtime._errors import AppLoadError, ImmortalsError, NondeterminismError
 from runtime._executor import Executor, app_state
-from runtime._home import DEFAULT_HOME
+from runtime._home import DEFAULT_HOME, resolve_log
 
 from ._cache import SnapshotCache, spill_folder
 from ._diff import Change, diff_states
@@ -148,9 +148,7 @@ def resolve_app(spec: str, log_dir: Path) -> LoadedApp:
 
 def open_log_dir(source: str | os.PathLike[str], home: str | os.PathLike[str]) -> Path:
     """A log directory from a path, or from an instance name under ``home``."""
-    from runtime.cli_log import resolve_log  # the same rule as every `immortals log` command
-
-    return resolve_log(os.fspath(source), home)
+    return resolve_log(os.fspath(source), home)  # the same rule as every `immortals log` command
 
 
 class Replayer:

@@ -23,7 +23,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from logformat import acquire_env, release_env
+from logformat import NotALogError, acquire_env, read_meta, release_env
 
 from ._errors import InstanceError
 
@@ -138,3 +138,36 @@ class Home:
         if self._env is not None:
             self._env = None
             release_env(self.path / "registry")
+
+
+def resolve_log(path: str, home: str | os.PathLike[str]) -> Path:
+    """The log directory PATH means: PATH itself if it is a log, else instance PATH's log.
+
+    A log directory wins over an instance name, so ``immortals log info ./server`` always means
+    that directory; a plain name falls through to ``HOME/logs/NAME`` when no log is at PATH.
+    """
+    direct = Path(path)
+    try:
+        read_meta(direct)
+        return direct
+    except NotALogError as exc:
+        problem = _not_a_log(direct, exc)
+    named = Home(home).log_dir(path) if _could_be_a_name(path) else None
+    if named is not None and named.is_dir():
+        read_meta(named)  # a damaged log of that instance says so in its own words
+        return named
+    if named is not None:
+        problem += f", and no instance named {path!r} under {home}"
+    raise NotALogError(problem)
+
+
+def _could_be_a_name(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and "/" not in text and os.sep not in text
+
+
+def _not_a_log(path: Path, exc: NotALogError) -> str:
+    if path.is_dir():
+        return str(exc)  # no meta.json, or a damaged one: logformat says which
+    if path.exists():
+        return f"{path} is a file, not a log directory"
+    return f"no log directory {path}"

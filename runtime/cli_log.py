@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from logformat import (
     DamagedRange,
     LogLockedError,
     LogReader,
-    NotALogError,
     PickleRefusedError,
     Record,
     TrimRefusedError,
@@ -48,7 +46,7 @@ from ._cli_text import (
     working,
 )
 from ._errors import ImmortalsError
-from ._home import Home
+from ._home import resolve_log
 
 _LIST_LIMIT = 8  # segments or checkpoints listed in text form; --json lists them all
 
@@ -115,42 +113,6 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"keep at least 1 checkpoint, got {value}")
     return value
-
-
-# -- finding the log ------------------------------------------------------------------------------
-
-
-def resolve_log(path: str, home: str | os.PathLike[str]) -> Path:
-    """The log directory PATH means: PATH itself if it is a log, else instance PATH's log.
-
-    A log directory wins over an instance name, so ``immortals log info ./server`` always means
-    that directory; a plain name falls through to ``HOME/logs/NAME`` when no log is at PATH.
-    """
-    direct = Path(path)
-    try:
-        read_meta(direct)
-        return direct
-    except NotALogError as exc:
-        problem = _not_a_log(direct, exc)
-    named = Home(home).log_dir(path) if _could_be_a_name(path) else None
-    if named is not None and named.is_dir():
-        read_meta(named)  # a damaged log of that instance says so in its own words
-        return named
-    if named is not None:
-        problem += f", and no instance named {path!r} under {home}"
-    raise NotALogError(problem)
-
-
-def _could_be_a_name(text: str) -> bool:
-    return bool(text) and text not in (".", "..") and "/" not in text and os.sep not in text
-
-
-def _not_a_log(path: Path, exc: NotALogError) -> str:
-    if path.is_dir():
-        return str(exc)  # no meta.json, or a damaged one: logformat says which
-    if path.exists():
-        return f"{path} is a file, not a log directory"
-    return f"no log directory {path}"
 
 
 # -- info -------------------------------------------------------------------------------------------
