@@ -43,6 +43,7 @@ class Prompt(ModalScreen[str | None]):
     Prompt > Vertical {
         width: 80; height: auto; border: round $accent; background: $surface; padding: 0 1;
     }
+    Prompt Input { width: 100%; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]

@@ -112,3 +112,23 @@ def test_an_app_that_cannot_be_imported(snap_compare: Any, counter_log: Path) ->
 def test_filtered_timeline(snap_compare: Any, accounts_log: Path) -> None:
     run = script(("F", "transfer"))
     assert snap_compare(DebuggerApp(accounts_log), terminal_size=SIZE, run_before=run)
+
+
+def test_go_to_prompt(snap_compare: Any, counter_log: Path) -> None:
+    async def run(pilot: Pilot[None]) -> None:
+        await script()(pilot)
+        await pilot.press("colon")
+        await pilot.pause()
+        from textual.widgets import Input
+
+        field = pilot.app.screen.query_one(Input)
+        field.cursor_blink = False  # a blinking cursor would make the picture flaky
+        await pilot.press(*"10:00:00.120")
+        await pilot.pause()
+
+    assert snap_compare(DebuggerApp(counter_log), terminal_size=SIZE, run_before=run)
+
+
+def test_search_lands_on_a_match(snap_compare: Any, accounts_log: Path) -> None:
+    run = script(("slash", "carol"))
+    assert snap_compare(DebuggerApp(accounts_log), terminal_size=SIZE, run_before=run)
