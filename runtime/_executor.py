@@ -75,7 +75,17 @@ class Sources:
 class StepContext:
     """What a handler's runtime calls reach while one step executes."""
 
-    __slots__ = ("_recorded", "active", "emits", "executor", "lsn", "nd", "out", "replies", "timers")
+    __slots__ = (
+        "_recorded",
+        "active",
+        "emits",
+        "executor",
+        "lsn",
+        "nd",
+        "out",
+        "replies",
+        "timers",
+    )
 
     def __init__(self, executor: Executor, recorded_nd: list[Any] | None, lsn: int) -> None:
         self.executor = executor
