@@ -1,4 +1,8 @@
-"""``immortals debug PATH [--app APP]``: open the time-travel debugger on an instance's log."""
+"""``immortals debug PATH [--app APP]``: open the time-travel debugger on an instance's log.
+
+The ``immortals`` command finds this module through the ``immortals.commands`` entry point group
+(pyproject.toml): the runtime below never imports it.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ Text output is one line per step (what came in, what went out, how state changed
 final state; ``--json`` prints one JSON object per step instead, for scripts. ``--verify`` prints
 only the steps the code no longer reproduces and exits 1 when there is any. ``--state-at N``
 prints the state after step N as JSON.
+
+The ``immortals`` command finds this module through the ``immortals.commands`` entry point group
+(pyproject.toml): the runtime below never imports it.
 """
 
 from __future__ import annotations

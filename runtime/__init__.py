@@ -9,9 +9,12 @@ from ._api import Immortal, Ref, rpc
 from ._client import Client, connect
 from ._errors import (
     AppLoadError,
+    CallTimeoutError,
+    CheckpointFormatError,
     ImmortalsError,
     InstanceError,
     NondeterminismError,
+    PeerError,
     RemoteError,
     SandboxError,
     UnknownMethodError,
@@ -19,11 +22,14 @@ from ._errors import (
 
 __all__ = [
     "AppLoadError",
+    "CallTimeoutError",
+    "CheckpointFormatError",
     "Client",
     "Immortal",
     "ImmortalsError",
     "InstanceError",
     "NondeterminismError",
+    "PeerError",
     "Ref",
     "RemoteError",
     "SandboxError",

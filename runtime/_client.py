@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from ._errors import InstanceError, RemoteError
+from ._errors import CallTimeoutError, RemoteError
 from ._home import Home
 from ._protocol import Closed, Connection, Opened, Received
 
@@ -28,28 +28,42 @@ class Client:
         self._sockets: dict[str, tuple[socket.socket, Connection]] = {}
 
     def call(self, name: str, method: str, *args: Any, key: str | None = None) -> Any:
-        """Call ``method`` of instance ``name`` exactly once; RemoteError if the handler raised."""
+        """Call ``method`` of instance ``name`` exactly once; RemoteError if the handler raised.
+
+        CallTimeoutError when no answer came within ``timeout`` seconds; the call may or may
+        not have run, and calling again with the same ``key`` runs it at most once.
+        """
         key = key or uuid.uuid4().hex
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
         while time.monotonic() < deadline:
             try:
-                ok, value = self._attempt(name, method, list(args), key)
+                ok, value = self._attempt(name, method, list(args), key, deadline)
             except (OSError, _Retry) as exc:
                 last_problem = str(exc) or type(exc).__name__
                 self._drop(name)
-                time.sleep(0.05)
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
                 continue
             if ok:
                 return value
             raise RemoteError(str(value[0]), str(value[1]))
-        raise InstanceError(
-            f"calling {name}.{method} timed out after {self.timeout:.0f} s ({last_problem})"
+        raise CallTimeoutError(
+            f"calling {name}.{method} got no answer within {self.timeout:g} s ({last_problem}). "
+            f"It may or may not have run: check that {name!r} is running (`immortals log info "
+            f"{name} --home {self.home.path}` says whether a process writes its log), then call "
+            f"again with the same idempotency key {key!r} (`immortals call --key`): it runs at "
+            "most once"
         )
 
-    def _attempt(self, name: str, method: str, args: list[Any], key: str) -> tuple[bool, Any]:
-        sock, conn = self._connect(name)
-        sock.settimeout(self.attempt_timeout)
+    def _socket_timeout(self, deadline: float) -> float:
+        """One attempt waits at most ``attempt_timeout``, and never past the call's deadline."""
+        return max(0.01, min(self.attempt_timeout, deadline - time.monotonic()))
+
+    def _attempt(
+        self, name: str, method: str, args: list[Any], key: str, deadline: float
+    ) -> tuple[bool, Any]:
+        sock, conn = self._connect(name, deadline)
+        sock.settimeout(self._socket_timeout(deadline))
         sock.sendall(conn.send({"t": "call", "id": key, "m": method, "a": args}))
         while True:
             for event in self._read(sock, conn):
@@ -57,7 +71,7 @@ class Client:
                 if message.get("t") == "result" and message.get("id") == key:
                     return bool(message["ok"]), message.get("v")
 
-    def _connect(self, name: str) -> tuple[socket.socket, Connection]:
+    def _connect(self, name: str, deadline: float) -> tuple[socket.socket, Connection]:
         cached = self._sockets.get(name)
         if cached is not None:
             return cached
@@ -65,7 +79,8 @@ class Client:
         if record is None:
             raise _Retry(f"instance {name!r} is not registered under {self.home.path}")
         secret = self.home.secret()
-        sock = socket.create_connection((record.host, record.port), timeout=self.attempt_timeout)
+        timeout = self._socket_timeout(deadline)
+        sock = socket.create_connection((record.host, record.port), timeout=timeout)
         try:
             conn = Connection(me=None, epoch=0, secret=secret, initiator=True)
             sock.sendall(conn.start())

@@ -1,12 +1,19 @@
 """The exception tree of ``runtime``::
 
-RuntimeError_ (ImmortalsError)
-├── RemoteError            a handler of another instance raised; carries type name and message
-├── NondeterminismError    replay produced a different effect than the log recorded
-├── SandboxError           a handler used asyncio, a thread, a socket, a file or a subprocess
-├── UnknownMethodError     a call named a method that is not an @rpc handler
-├── AppLoadError           APP (path/file.py:Class or module:Class) cannot be imported
-└── InstanceError          registry problems: unknown name, a second live process, ...
+ImmortalsError               every error the runtime raises on purpose
+├── RemoteError              a handler of another instance raised: its type name and message
+├── NondeterminismError      replay produced a different effect than the log recorded
+├── SandboxError             a handler used asyncio, a thread, a socket, a file or a subprocess
+├── UnknownMethodError       a call named a method that is not an @rpc handler
+├── AppLoadError             APP (path/file.py:Class or module:Class) cannot be imported
+├── CheckpointFormatError    a checkpoint's payload has a format this version cannot read
+├── InstanceError            registry problems: unknown name, a second live process, ...
+│   └── CallTimeoutError     a call from outside got no answer before its timeout
+└── PeerError                the remote side broke the protocol (its fault, not ours)
+    ├── WireError            bytes that are not a valid message (raised in ``_wire``)
+    └── ProtocolError        a message the protocol does not allow there (``_protocol``)
+
+``logformat`` keeps its own tree (``LogError``): the log format knows nothing of the runtime.
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ class NondeterminismError(ImmortalsError):
     clock, an unseeded random number, a file, the network, iteration order of a set of objects
     hashed by address, or code that changed since the log was written. Use ``self.now()``,
     ``self.random()``, ``self.uuid()`` and ``await self.sleep()`` for non-determinism, and pass
-    outside data in as call arguments. If the code changed on purpose, use ``immortals upgrade``.
+    outside data in as call arguments. If the code changed on purpose, the recorded history no
+    longer replays with it: run the code version the log recorded (``immortals log info NAME``
+    shows it), or start a new instance under another name. ``immortals replay NAME --verify``
+    lists every step the code at hand no longer reproduces.
     """
 
     def __init__(self, *, lsn: int, instance: str, what: str, expected: Any, actual: Any) -> None:
@@ -49,7 +59,9 @@ class NondeterminismError(ImmortalsError):
         super().__init__(
             f"instance {instance!r}, step {lsn}: replay diverged in {what}: "
             f"recorded {expected!r}, replay produced {actual!r}. The handler depends on something "
-            "not recorded (real clock, unseeded randomness, I/O) or its code changed"
+            "not recorded (real clock, unseeded randomness, I/O) or its code changed; if it "
+            "changed on purpose, run the code version the log recorded "
+            f"(`immortals log info {instance}` shows it) or start a new instance"
         )
 
 
@@ -65,5 +77,28 @@ class AppLoadError(ImmortalsError):
     """The app given as ``path/file.py:Class`` or ``module:Class`` cannot be loaded."""
 
 
+class CheckpointFormatError(ImmortalsError):
+    """A checkpoint's payload has a format this version cannot read."""
+
+
 class InstanceError(ImmortalsError):
     """An instance cannot be found, started, or reached."""
+
+
+class CallTimeoutError(InstanceError):
+    """A call from outside got no answer in time (the instance is down, busy, or unreachable).
+
+    The call may or may not have run: retrying with the same idempotency key is always safe.
+    """
+
+
+class PeerError(ImmortalsError):
+    """The remote side broke the protocol; the message is what gets logged and sent to it."""
+
+
+class WireError(PeerError):
+    """The remote side sent bytes that are not a valid message (its fault, not ours)."""
+
+
+class ProtocolError(PeerError):
+    """The remote side sent a message the protocol does not allow at this point."""

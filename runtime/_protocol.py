@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ._wire import MessageDecoder, WireError, encode_message
+from ._errors import ProtocolError, WireError
+from ._wire import MessageDecoder, encode_message
 
 PROTOCOL_VERSION = 1
 
@@ -48,10 +49,6 @@ class State(Enum):
     WAIT_AUTH = "wait-auth"
     OPEN = "open"
     CLOSED = "closed"
-
-
-class ProtocolError(Exception):
-    """The remote side broke the protocol; ``reason`` is what gets logged and sent to it."""
 
 
 @dataclass(frozen=True, slots=True)

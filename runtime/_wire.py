@@ -14,12 +14,10 @@ from typing import Any, Final
 
 from logformat import ValueCodecError, pack_value, unpack_value
 
+from ._errors import WireError
+
 MAX_MESSAGE: Final = 64 * 1024 * 1024
 _LEN: Final = struct.Struct("<I")
-
-
-class WireError(Exception):
-    """The remote side sent bytes that are not a valid message (its fault, not ours)."""
 
 
 def encode_message(message: dict[str, Any]) -> bytes:

@@ -1,12 +1,18 @@
-"""The ``immortals`` command: one entry point, one module per command group.
+"""The ``immortals`` command: one entry point, assembled from the packages that provide commands.
 
 Every error a user can cause (a bad path, an unknown name, a damaged log, a bad argument) is
 printed as one line, ``immortals: error: ...``, with exit status 2 and no traceback. A
 traceback means a bug in immortals.
 
 A command group is one module with ``add_parser(subparsers)``, which adds its subcommands and
-sets ``handler`` (a function of the parsed arguments returning the exit status); adding a group
-is one import and one call in :func:`build_parser`.
+sets ``handler`` (a function of the parsed arguments returning the exit status). Groups are
+found through the entry point group ``immortals.commands`` (see pyproject.toml): each package
+registers its own, so the runtime never imports the packages built on top of it. Adding a
+command is one line there, ``NAME = "package.module:add_parser"``, and a reinstall. The
+runtime's own groups (run, call, log) also work without any installed metadata, so
+``python -m runtime`` from a bare checkout still runs instances.
+
+Global options (``--home``) are accepted before or after the subcommand; after wins.
 """
 
 from __future__ import annotations
@@ -15,12 +21,27 @@ import argparse
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
+from typing import Any
 
 from logformat import LogError
 
 from . import cli_call, cli_log, cli_run
 from ._errors import ImmortalsError
+from ._home import DEFAULT_HOME
+
+ENTRY_POINT_GROUP = "immortals.commands"
+HOME_VARIABLE = "IMMORTALS_HOME"
+
+AddParser = Callable[["argparse._SubParsersAction[Any]"], None]
+
+# The runtime's own groups, in the order --help lists them; they come first.
+_OWN: dict[str, AddParser] = {
+    "run": cli_run.add_parser,
+    "call": cli_call.add_parser,
+    "log": cli_log.add_parser,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,25 +50,112 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"immortals: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def package_version() -> str:
+    try:
+        return version("immortals")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def command_groups(
+    points: Sequence[EntryPoint] | None = None, warn: Callable[[str], None] = _warn
+) -> list[tuple[str, AddParser]]:
+    """Every registered command group, the runtime's first, then the others by name.
+
+    ``points`` defaults to the installed entry points of :data:`ENTRY_POINT_GROUP`. A group
+    that cannot be loaded is left out with one line through ``warn``; the rest still work. The
+    runtime's own groups are used directly when not registered (a checkout run as
+    ``python -m runtime`` without ``pip install -e .``).
+    """
+    if points is None:
+        points = list(entry_points(group=ENTRY_POINT_GROUP))
+    found: dict[str, AddParser] = {}
+    broken: dict[str, str] = {}
+    for point in points:
+        if point.name in found:
+            continue  # two packages register one name: the first found keeps it
+        try:
+            found[point.name] = point.load()
+        except Exception as exc:
+            broken.setdefault(point.name, f"cannot load {point.value}: {_one_line(exc)}")
+        else:
+            broken.pop(point.name, None)
+    for name, problem in sorted(broken.items()):
+        if name not in _OWN:  # the runtime's own are at hand without their entry points
+            warn(f"immortals: warning: the `{name}` command is missing ({problem})")
+    own = [(name, found.get(name, add)) for name, add in _OWN.items()]
+    return own + sorted((name, add) for name, add in found.items() if name not in _OWN)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def build_parser(
+    points: Sequence[EntryPoint] | None = None, warn: Callable[[str], None] = _warn
+) -> argparse.ArgumentParser:
+    """The whole command line; ``points`` and ``warn`` as for :func:`command_groups`."""
+    if points is None:
+        points = list(entry_points(group=ENTRY_POINT_GROUP))
     parser = _Parser(
         prog="immortals",
         description="Virtual resiliency for Python: run immortals and inspect their logs.",
     )
-    parser.add_argument(
-        "--home", default=".immortals", help="registry, logs and secret (default ./.immortals)"
-    )
+    parser.add_argument("--version", action="version", version=f"immortals {package_version()}")
+    _add_global_options(parser)
+    if not points:
+        parser.epilog = (
+            "Only the runtime's commands are here: the others register themselves when "
+            "immortals is installed (pip install -e .)."
+        )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    cli_run.add_parser(commands)
-    cli_call.add_parser(commands)
-    cli_log.add_parser(commands)
-    from replayer import cli as replay_cli  # the replayer is built on the runtime, not in it
-
-    replay_cli.add_parser(commands)
-    from debugger import cli as debug_cli
-
-    debug_cli.add_parser(commands)
+    for name, add_parser in command_groups(points, warn):
+        try:
+            add_parser(commands)
+        except Exception as exc:
+            warn(f"immortals: warning: the `{name}` command is missing ({_one_line(exc)})")
+    for sub in _subparsers(parser):
+        _add_global_options(sub)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """``--home`` on ``parser``; absent unless given, so a later (inner) one overrides."""
+    if "--home" in parser._option_string_actions:
+        return
+    parser.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"registry, logs and secret (default: ${HOME_VARIABLE}, else ./{DEFAULT_HOME})",
+    )
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (subcommands, and their subcommands), each once."""
+    seen: set[int] = set()
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if id(sub) not in seen:
+                        seen.add(id(sub))
+                        pending.append(sub)
+                        yield sub
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; ``home`` comes from the environment when not given."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "home", None) is None:
+        args.home = os.environ.get(HOME_VARIABLE) or DEFAULT_HOME
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     the same answer as the shell.
     """
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return int(args.handler(args))
