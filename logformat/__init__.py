@@ -8,7 +8,8 @@ writes logs; the replayer, the debugger and the upgrade tools read them, often w
 Typical use::
 
     with LogWriter.open(path, create=LogMeta("server", "app.py:Server", "1")) as log:
-        log.append([{"kind": "call", "args": [1]}])
+        done = log.append([{"kind": "call", "args": [1]}])
+        # done: Appended(first_lsn=1, last_lsn=1, bytes_written=...), durable on return
     with LogReader(path) as log:
         for record in log.records():
             ...
@@ -42,9 +43,10 @@ from ._reader import LogReader, LogStats, Record
 from ._segment import Damage
 from ._values import pack_value, unpack_value
 from ._verify import DamagedRange, VerifyReport, verify_log, writer_is_live
-from ._writer import LogWriter, RecoveryReport, TrimReport, trim_log
+from ._writer import Appended, LogWriter, RecoveryReport, TrimReport, trim_log
 
 __all__ = [
+    "Appended",
     "CheckpointError",
     "CheckpointInfo",
     "CodeVersion",

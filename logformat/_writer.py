@@ -44,6 +44,21 @@ _fsync = getattr(os, "fdatasync", os.fsync)
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """What one :meth:`LogWriter.append` made durable.
+
+    ``first_lsn..last_lsn`` are the LSNs its records got (for an empty append, ``last_lsn`` is
+    ``first_lsn - 1`` and nothing was written). ``bytes_written`` is every byte the call wrote to
+    segment files: all of its frames, plus the header of the new segment when the append filled
+    the current one and rolled over. Summed over appends it is the growth of the segment files.
+    """
+
+    first_lsn: int
+    last_lsn: int
+    bytes_written: int
+
+
+@dataclass(frozen=True, slots=True)
 class RecoveryReport:
     """What opening the log for writing found and did."""
 
@@ -239,15 +254,17 @@ class LogWriter:
         """LSN of the newest durable record (0 for an empty log)."""
         return self.next_lsn - 1
 
-    def append(self, records: Sequence[Any], *, wall_ns: int | None = None) -> int:
-        """Make ``records`` durable as LSNs ``next_lsn ...``; returns the last LSN written.
+    def append(self, records: Sequence[Any], *, wall_ns: int | None = None) -> Appended:
+        """Make ``records`` durable as LSNs ``next_lsn ...``; returns an :class:`Appended`.
 
         One call is one group commit: its records go in one frame (several if larger than
-        ``max_frame_bytes``), one write and one fsync. Raises ValueCodecError, before anything is
-        written, if a record cannot be encoded.
+        ``max_frame_bytes``), one write and one fsync. The result gives the LSN range written and
+        the bytes it added to segment files. Raises ValueCodecError, before anything is written,
+        if a record cannot be encoded.
         """
+        first_lsn = self.next_lsn
         if not records:
-            return self.last_lsn
+            return Appended(first_lsn, first_lsn - 1, 0)
         if self._fd < 0:
             raise LogError(f"{self.path}: the writer is closed")
         if self.epoch < self.max_epoch:
@@ -276,9 +293,11 @@ class LogWriter:
             locs,
             Coverage(self._segment.first_lsn, self._offset, self.next_lsn, self.max_epoch, now),
         )
+        added = len(data)
         if self._offset >= self._segment_size:
             self._open_segment(SegmentFile(self.next_lsn, self.path / segment_name(self.next_lsn)))
-        return self.last_lsn
+            added += self._offset  # the new segment's header (the offset just after it)
+        return Appended(first_lsn, self.next_lsn - 1, added)
 
     def _encode(self, records: Sequence[Any], wall_ns: int) -> tuple[list[bytes], list[FrameLoc]]:
         assert self._segment is not None

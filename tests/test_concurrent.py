@@ -48,7 +48,7 @@ with LogWriter.open(log, create=new_meta(), sync=True, segment_size=int(segment_
     paused = False
     while w.next_lsn <= total:
         size = min(total - w.next_lsn + 1, rng.choice([1, 1, 1, 2, 3, 7, 30, 120]))
-        last = w.append([record(w.next_lsn + i) for i in range(size)])
+        last = w.append([record(w.next_lsn + i) for i in range(size)]).last_lsn
         print(last, flush=True)
         if pause_at and not paused and last >= pause_at:
             paused = True
@@ -269,8 +269,8 @@ def test_a_reader_catching_up_while_the_writer_rolls_over_keeps_the_index(
         def list_then_the_writer_rolls_over(log_dir: Path) -> Any:
             listing = real_list(log_dir)
             if not calls:
-                calls.append(writer.append([record(11)]))  # fills the newest segment
-                calls.append(writer.append([record(12)]))  # lands in a segment not listed
+                calls.append(writer.append([record(11)]).last_lsn)  # fills the newest segment
+                calls.append(writer.append([record(12)]).last_lsn)  # lands in a segment not listed
             return listing
 
         monkeypatch.setattr(files, "list_segments", list_then_the_writer_rolls_over)
@@ -317,7 +317,7 @@ def test_a_sigkilled_writer_is_taken_over_at_once_with_every_durable_record(
             last = taken_over.next_lsn - 1
             assert last >= durable, (last, durable, taken_over.recovery.describe())
             marker = {"takeover": round_}
-            assert taken_over.append([marker]) == last + 1
+            assert taken_over.append([marker]).last_lsn == last + 1
         assert verify_log(log).ok
         with LogReader(log) as reader:
             assert reader.last_lsn == last + 1

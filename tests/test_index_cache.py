@@ -308,7 +308,7 @@ def test_an_index_rebuilt_while_the_writer_appends_loses_no_entries(
         def scan_then_let_the_writer_append(*args: Any, **kwargs: Any) -> Any:
             result = real_scan(*args, **kwargs)
             if not appended and kwargs.get("is_last"):
-                appended.append(writer.append([record(expected_total)], wall_ns=10**6))
+                appended.append(writer.append([record(expected_total)], wall_ns=10**6).last_lsn)
             return result
 
         writer._index.reset("some other log")  # make the next reader distrust and rebuild it

@@ -169,7 +169,7 @@ def test_truncation_at_every_byte_of_the_last_frame_keeps_exactly_the_whole_fram
                 assert f"{cut - last.offset} bytes at byte {last.offset}" in report.describe()
             assert torn.stat().st_size == (cut if whole else last.offset), where
             assert torn.read_bytes() == original_bytes[: torn.stat().st_size]
-            assert writer.append([{"after": cut}]) == len(expect_values) + 1
+            assert writer.append([{"after": cut}]).last_lsn == len(expect_values) + 1
 
         assert _read_values(work) == [*expect_values, {"after": cut}], where
         with LogReader(work) as reader:
