@@ -21,11 +21,12 @@ from pathlib import Path
 import zstandard
 
 SPILL_DIR = "replay-cache"
+SNAPSHOT_LAYOUT = "checkpoint-payload-1"  # what a snapshot holds: a runtime checkpoint payload
 _SUFFIX = ".snap"
 
 
 class SnapshotCache:
-    """Packed executor snapshots by LSN: bounded in memory, optionally mirrored on disk."""
+    """Packed replica snapshots (checkpoint payloads) by LSN: bounded in memory, optionally mirrored on disk."""
 
     def __init__(
         self,
@@ -124,5 +125,6 @@ class SnapshotCache:
 
 def spill_folder(log_dir: Path, log_id: str, code_version: str) -> Path:
     """Where snapshots of this log replayed by this code version live on disk."""
-    key = hashlib.sha256(f"{log_id}\0{code_version}".encode()).hexdigest()[:16]
+    # The payload version is part of the key: snapshots of another layout are never read back.
+    key = hashlib.sha256(f"{log_id}\0{code_version}\0{SNAPSHOT_LAYOUT}".encode()).hexdigest()[:16]
     return log_dir / SPILL_DIR / key

@@ -22,9 +22,11 @@ from typing import Any, Literal
 
 from logformat import LogReader, pack_value, unpack_value
 from runtime._apps import LoadedApp, load_app
-from runtime._errors import AppLoadError, ImmortalsError, NondeterminismError
-from runtime._executor import Executor, app_state
+from runtime._errors import AppLoadError, CheckpointFormatError, ImmortalsError, NondeterminismError
+from runtime._executor import app_state
 from runtime._home import DEFAULT_HOME, resolve_log
+from runtime._replica import Replica
+from runtime._schema import is_call, message_fields, read_checkpoint
 
 from ._cache import SnapshotCache, spill_folder
 from ._diff import Change, diff_states
@@ -109,12 +111,11 @@ class Trace:
 
 def effects_of(record: dict[str, Any]) -> dict[str, list[Any]]:
     """A step record's effects, sorted by kind (see :class:`Step`)."""
-    calls, replies = [], []
+    calls: list[Any] = []
+    replies: list[Any] = []
     for message in record.get("out", ()):
-        if message[2] == "c":
-            calls.append([message[0], message[1], message[3], message[4], message[5]])
-        else:
-            replies.append([message[0], message[1], message[3], message[4], message[5]])
+        target, seq, _kind, a, b, c = message_fields(message)
+        (calls if is_call(message) else replies).append([target, seq, a, b, c])
     replies.extend(record.get("rep", ()))
     return {
         "calls": calls,
@@ -185,8 +186,8 @@ class Replayer:
         self.allow_pickle = allow_pickle
         spill_to = spill_folder(self.log_dir, meta.log_id, self.app.code_version) if spill else None
         self.cache = SnapshotCache(every=snapshot_every, max_bytes=cache_bytes, spill_to=spill_to)
-        self._executor: Executor | None = None
-        self._position = -1  # the executor holds the state after this step (-1: none yet)
+        self._replica: Replica | None = None
+        self._position = -1  # the replica holds the state after this step (-1: none yet)
         self._checkpoints: list[int] | None = None
 
     # -- the log ---------------------------------------------------------------------------------
@@ -226,10 +227,12 @@ class Replayer:
 
     def current_state(self) -> Any:
         """The state where the replayer stands now (after :meth:`position`)."""
-        executor = self._executor
-        if executor is None or executor.app is None:
-            return None
-        return snapshot_value(app_state(executor.app))
+        app = self._app()
+        return None if app is None else snapshot_value(app_state(app))
+
+    def _app(self) -> Any:
+        """The app object where the replayer stands (None before the first start)."""
+        return self._replica.executor.app if self._replica is not None else None
 
     @property
     def position(self) -> int:
@@ -293,13 +296,13 @@ class Replayer:
         """
         start, end = self._range(from_lsn, to_lsn)
         self._seek(start - 1)
-        executor = self._executor
-        assert executor is not None
+        replica = self._replica
+        assert replica is not None
         divergences: list[Divergence] = []
         count = 0
         for record in self.reader.records(start, end):
             try:
-                executor.execute(record.value["in"], lsn=record.lsn, recorded=record.value)
+                replica.apply(record.value, record.lsn)
             except NondeterminismError as exc:
                 divergences.append(Divergence(exc.lsn, exc.what, exc.expected, exc.actual))
             if not divergences:
@@ -310,7 +313,7 @@ class Replayer:
                 progress(record.lsn)
         if divergences:
             # The state went where the new code took it, not where the log says: forget it.
-            self._executor, self._position = None, -1
+            self._replica, self._position = None, -1
         return VerifyReport(start, end, count, divergences)
 
     # -- tracing -----------------------------------------------------------------------------------
@@ -349,7 +352,8 @@ class Replayer:
         """
 
         def hit(lsn: int, record: dict[str, Any], produced: dict[str, Any]) -> bool:
-            state = app_state(self._executor.app) if self._executor and self._executor.app else None
+            app = self._app()
+            state = app_state(app) if app is not None else None
             try:
                 return bool(predicate(state, record["in"], effects_of(produced)))
             except Exception:
@@ -371,11 +375,11 @@ class Replayer:
         """
 
         def value_now() -> Any:
-            executor = self._executor
-            if executor is None or executor.app is None:
+            app = self._app()
+            if app is None:
                 return None
             try:
-                return snapshot_value(expression(app_state(executor.app)))
+                return snapshot_value(expression(app_state(app)))
             except Exception:
                 return None
 
@@ -469,8 +473,8 @@ class Replayer:
         return max(candidates)
 
     def _seek(self, lsn: int) -> None:
-        """Make the executor hold the state after step ``lsn``."""
-        if self._executor is not None and self._position <= lsn:
+        """Make the replica hold the state after step ``lsn``."""
+        if self._replica is not None and self._position <= lsn:
             best_known = max(self.cache.nearest(lsn) or -1, self._newest_checkpoint_lsn(lsn))
             if best_known <= self._position or lsn - self._position < self.cache.every:
                 self._replay_to(lsn)  # going forward from here is the shortest way
@@ -494,26 +498,29 @@ class Replayer:
         if cached is not None and cached >= checkpoint:
             packed = self.cache.get(cached)
             if packed is not None:
-                self._load(unpack_value(packed), cached)
-                return
+                try:
+                    self._load(unpack_value(packed), cached, where=f"snapshot at LSN {cached}")
+                    return
+                except CheckpointFormatError:
+                    pass  # a snapshot spilled by another version: fall back to a checkpoint
         if checkpoint >= 0:
             found = self.reader.newest_checkpoint(at_or_below=lsn, allow_pickle=self.allow_pickle)
             if found is not None:
                 at, snap, _skipped = found
-                self._load(snap["exec"], at)
+                self._load(snap, at, where=f"checkpoint at LSN {at} of {self.log_dir}")
                 return
         if self.first_lsn != 1:
             raise ReplayError(
                 f"no state to start from at LSN {lsn}: the log was trimmed to start at "
                 f"{self.first_lsn} and no checkpoint at or before it loads"
             )
-        self._executor = Executor(self.app.cls, name=self.instance)
+        self._replica = Replica(self.app.cls, name=self.instance)
         self._position = 0
 
-    def _load(self, exec_snapshot: dict[str, Any], lsn: int) -> None:
-        executor = Executor(self.app.cls, name=self.instance)
-        executor.restore(exec_snapshot)
-        self._executor = executor
+    def _load(self, payload: Any, lsn: int, *, where: str) -> None:
+        replica = Replica(self.app.cls, name=self.instance)
+        replica.restore(read_checkpoint(payload, where=where))
+        self._replica = replica
         self._position = lsn
 
     def _replay_to(self, lsn: int) -> None:
@@ -524,21 +531,21 @@ class Replayer:
 
     def _execute(self, recorded: dict[str, Any], lsn: int) -> dict[str, Any]:
         """Re-execute one step from the state after ``lsn - 1``; snapshot it if it is due."""
-        executor = self._executor
-        assert executor is not None and self._position == lsn - 1
+        replica = self._replica
+        assert replica is not None and self._position == lsn - 1
         try:
-            produced = executor.execute(recorded["in"], lsn=lsn, recorded=recorded)
+            produced: dict[str, Any] = replica.apply(recorded, lsn)  # type: ignore[arg-type, assignment]
         except BaseException:
-            self._executor, self._position = None, -1  # its state is not the recorded one
+            self._replica, self._position = None, -1  # its state is not the recorded one
             raise
         self._position = lsn
         self._maybe_snapshot(lsn)
         return produced
 
     def _maybe_snapshot(self, lsn: int) -> None:
-        executor = self._executor
-        if executor is not None and executor.quiescent and self.cache.wants(lsn):
-            self.cache.put(lsn, pack_value(executor.snapshot()))
+        replica = self._replica
+        if replica is not None and replica.quiescent and self.cache.wants(lsn):
+            self.cache.put(lsn, pack_value(replica.checkpoint()))
 
 
 _UNSET = object()

@@ -23,9 +23,8 @@ A step record is a msgpack map (see docs/ARCHITECTURE.md, "Step records")::
     tim   timers set: [tid, due]
 
 A failed outcome's value is [type name, message]. Keys with nothing to say are left out, so a
-plain call that returns costs few bytes.
-
-Keys with nothing to say are left out, so a plain call that returns costs few bytes.
+plain call that returns costs few bytes. ``_schema`` holds these shapes as types, with the one
+reader of each.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ from logformat import ValueCodecError, pack_value
 from . import _sandbox as sandbox
 from ._api import Immortal, PendingReply, RuntimeAwaitable, TimerWait, rpc_methods
 from ._errors import NondeterminismError, RemoteError, SandboxError, UnknownMethodError
+from ._schema import call_message, reply_message
 
 _PLAIN_TYPES = frozenset((int, float, str, bool, type(None), bytes))
 
@@ -143,7 +143,7 @@ class StepContext:
         if not _encodable(args_list):
             raise ValueCodecError(f"arguments of {target}.{method}() cannot be stored or sent")
         seq = self.executor.next_seq(target)
-        self.out.append([target, seq, "c", method, args_list, wants_reply])
+        self.out.append(call_message(target, seq, method, args_list, wants_reply))
         return PendingReply(("r", target, seq)) if wants_reply else None
 
     def set_timer(self, seconds: float) -> TimerWait:
@@ -374,7 +374,7 @@ class Executor:
         if caller is None:
             ctx.replies.append([key, ok, value])
         else:
-            ctx.out.append([caller, self.next_seq(caller), "r", key, ok, value])
+            ctx.out.append(reply_message(caller, self.next_seq(caller), key, ok, value))
 
 
 def _outcome(ok: bool, value: Any) -> dict[str, Any]:

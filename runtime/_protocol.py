@@ -16,8 +16,9 @@ Handshake (nonces are 16 random bytes, macs are HMAC-SHA256 with the home's clus
     -> auth    {mac_a, last}                        mac_a = H("auth", nonce_b, nonce_a, A, B)
     <- ready   {last}
 
-``last`` is the highest sequence number the sender has executed from the other side: each side
-then resends its unacknowledged messages numbered above it. Once OPEN:
+``last`` is the highest sequence number the sender has *durably logged* from the other side (the
+coordinator's ``durable_from``, never merely executed): each side then forgets its messages up to
+the other's ``last`` and resends the ones above it. Once OPEN:
 
     msgs {b: [message, ...]}   peer messages, a batch per flush (calls and replies, numbered)
     ack  {upto}                the receiver's steps up to ``upto`` are durable
@@ -100,7 +101,8 @@ class Connection:
         last_from: Any = None,
         nonce: bytes | None = None,
     ) -> None:
-        """``last_from(peer) -> int`` answers "what have I executed from peer" for the handshake."""
+        """``last_from(peer) -> int`` answers "what have I durably logged from peer" for the
+        handshake."""
         self.me = me
         self.epoch = epoch
         self.peer: str | None = None

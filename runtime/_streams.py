@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Literal
 
+from ._schema import MAIN_KEY, message_seq, message_target
+
 DEFAULT_RESULT_CACHE = 100_000
 
 Admission = Literal["new", "duplicate", "gap"]
@@ -65,9 +67,11 @@ class Streams:
         elif inp.get("k") == "call" and "id" in inp:
             self.running.add(inp["id"])
         for message in record.get("out", ()):
-            self.outbox.setdefault(message[0], OrderedDict())[message[1]] = message
+            self.outbox.setdefault(message_target(message), OrderedDict())[message_seq(message)] = (
+                message
+            )
         for key, ok, value in record.get("rep", ()):
-            if key == "main":
+            if key == MAIN_KEY:
                 continue
             self.running.discard(key)
             self.results[key] = (ok, value)
@@ -107,10 +111,11 @@ class Streams:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self.seq_in = {str(k): int(v) for k, v in snap["seq_in"].items()}
+        """Load a :meth:`snapshot`; an absent key means it had nothing (see ``_schema``)."""
+        self.seq_in = {str(k): int(v) for k, v in snap.get("seq_in", {}).items()}
         self.outbox = {
-            peer: OrderedDict((m[1], m) for m in messages)
-            for peer, messages in snap["outbox"].items()
+            peer: OrderedDict((message_seq(m), m) for m in messages)
+            for peer, messages in snap.get("outbox", {}).items()
         }
-        self.results = OrderedDict((k, (ok, v)) for k, ok, v in snap["results"])
+        self.results = OrderedDict((k, (ok, v)) for k, ok, v in snap.get("results", ()))
         self.running = set()

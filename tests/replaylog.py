@@ -17,6 +17,8 @@ from logformat import LogMeta, LogWriter
 from replayer._trace import snapshot_value
 from runtime._apps import load_app
 from runtime._executor import Executor, Sources, app_state
+from runtime._schema import checkpoint_payload
+from runtime._streams import Streams
 
 
 def fixed_sources() -> Sources:
@@ -66,7 +68,7 @@ class Recorder:
         """Write a checkpoint after the current step if the instance is quiescent."""
         if not self.executor.quiescent:
             return False
-        snap = {"format": 1, "exec": self.executor.snapshot(), "streams": {}}
+        snap = checkpoint_payload(self.executor.snapshot(), Streams().snapshot())
         self.writer.write_checkpoint(self.lsn, snap)
         return True
 

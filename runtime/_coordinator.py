@@ -1,0 +1,479 @@
+"""The coordinator: every exactly-once decision of a running instance, with no I/O at all.
+
+No sockets, no files, no clock, no event loop. A driver feeds it events (an input arrived from a
+peer, an outside caller or a timer; an append finished; an acknowledgement arrived; a link
+opened with the peer's handshake number; time passed) and carries out the actions it returns
+(``_actions.py``: append, send, answer, emit, acknowledge, set a timer). The asyncio node
+(``_node.py``) is one driver; the simulator (``runtime/sim``) is another, which is how these
+rules are tested under crashes, torn appends, loss, duplication, reordering and partitions.
+
+The rules, each in one place below:
+
+* **Execute, then log, then release** (``_kick``, ``append_done``, ``_release``): inputs execute
+  at once; their records queue and go out as one ``Append`` while the next inputs execute; only
+  when that append is durable are its messages sent, its emits printed, its outside callers
+  answered and its inputs acknowledged. One append is outstanding at a time (group commit).
+* **Admission** (``receive_messages``): a peer's message executes only if it is the next number
+  of its stream; a lower one is a duplicate (dropped), a higher one a gap (the driver drops the
+  connection; the peer resends on reconnect). Messages already held for a checkpoint count as
+  accepted.
+* **What a handshake promises** (``durable_from``): the highest number from a peer whose step is
+  *durable*, never merely executed: the peer forgets everything up to it.
+* **What a handshake trims and resends** (``link_opened``, ``peer_connected``): the peer's number
+  acknowledges our outbox up to it; everything after it is sent again, in order.
+* **Acknowledgements** (``_release``, ``timer_fired``): only for durable steps, coalesced per peer
+  for ``ack_delay``.
+* **Outside callers** (``outside_call``): a key executes once; a retry gets the recorded result,
+  but only once the step that produced it is durable; concurrent retries wait for the one run.
+* **Checkpoints** (``_kick``, ``_holding``): due after ``checkpoint_bytes`` of log or
+  ``checkpoint_seconds``; taken only when no handler is suspended. While one is due and handlers
+  are suspended, new calls are *held* (not executed) so the suspended ones can finish; replies
+  and timers still run. If quiescence does not come within ``quiescence_timeout`` of the
+  checkpoint falling due, the hold is lifted (by a timer, even if nothing else happens) and a
+  warning says why. Once quiescent, the checkpoint is taken before any held call runs.
+* **Identity** (``refusal``): a peer must be registered at the epoch it claims.
+
+Seams for later drivers: a standby follows a log with ``replay`` (state moves, nothing is
+released); ``start`` is "take over as primary" after any amount of ``replay``.
+
+Rejected: putting these rules in the asyncio class with hooks for tests (the rules could then
+only be tested by killing processes), and a coordinator that owns the log writer (it could not
+be run against a simulated log that loses unsynced writes).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from logformat import pack_state
+
+from ._actions import (
+    ACK_TIMER,
+    CHECKPOINT_TIMER,
+    HOLD_TIMER,
+    Ack,
+    Action,
+    Answer,
+    Append,
+    Connect,
+    Emit,
+    Released,
+    Send,
+    SetTimer,
+    Warn,
+)
+from ._api import Immortal
+from ._executor import Sources
+from ._replica import Replica
+from ._schema import (
+    MAIN_KEY,
+    CheckpointPayload,
+    PeerMessage,
+    StepRecord,
+    as_input,
+    input_sender,
+    input_seq,
+    message_seq,
+    message_target,
+    read_call,
+)
+
+NO_CHECKPOINT_WARNING_EVERY = 60.0  # seconds between two "no checkpoint" warnings
+
+
+@dataclass(slots=True)
+class CoordinatorConfig:
+    """The coordinator's knobs. Defaults suit production; tests shrink the intervals."""
+
+    durable: bool = True
+    checkpoint_bytes: int = 64 * 1024 * 1024
+    checkpoint_seconds: float = 60.0
+    quiescence_timeout: float = 5.0
+    ack_delay: float = 0.005
+    allow_pickle: bool = False
+
+
+class Coordinator:
+    """One instance's decisions. Feed events; take ``actions`` after each (``take()``)."""
+
+    def __init__(
+        self,
+        app_cls: type[Immortal],
+        *,
+        name: str,
+        config: CoordinatorConfig | None = None,
+        sources: Sources | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or CoordinatorConfig()
+        self.replica = Replica(app_cls, name=name, sources=sources)
+        self.executor = self.replica.executor
+        self.streams = self.replica.streams
+        self.actions: list[Action] = []
+        self.now = 0.0
+        self.next_lsn = 1
+        self.durable_lsn = 0
+        self.released_lsn = 0
+        self.started = False  # start() was called: the instance acts as the primary
+        self._pending: list[StepRecord] = []  # executed, not yet handed to an append
+        self._inflight: Append | None = None
+        self._held: deque[dict[str, Any]] = deque()  # calls held back until a checkpoint
+        self._held_upto: dict[str, int] = {}
+        self._waiters: dict[Any, list[Any]] = {}  # outside call key -> callers waiting
+        self._result_lsn: dict[Any, int] = {}  # outside call key -> LSN of its result
+        self._durable_in: dict[str, int] = {}  # per peer: highest number durably logged
+        self._acks_due: dict[str, int] = {}
+        self._ack_timer_set = False
+        self._app_timers: set[int] = set()  # handler timers handed to the driver
+        self._bytes_since_checkpoint = 0
+        self._last_checkpoint = 0.0
+        self._last_warning = float("-inf")
+        self._time_due = False  # checkpoint_seconds have passed since the last checkpoint
+        self._due_since: float | None = None  # when the pending checkpoint became due
+
+    def take(self) -> list[Action]:
+        """The actions decided since the last call, in order."""
+        actions, self.actions = self.actions, []
+        return actions
+
+    # -- recovery (and a standby following a log) -----------------------------------------------
+
+    def restore(self, payload: CheckpointPayload, lsn: int) -> None:
+        """Start from a checkpoint taken after step ``lsn``."""
+        self.replica.restore(payload)
+        self.next_lsn = lsn + 1
+
+    def replay(self, record: StepRecord, lsn: int) -> None:
+        """Apply a durable step of the log: the state moves on; nothing is released."""
+        if lsn != self.next_lsn:
+            raise ValueError(f"{self.name}: replaying LSN {lsn}, expected {self.next_lsn}")
+        self.replica.apply(record, lsn)
+        self.next_lsn = lsn + 1
+
+    def unreleased(self, released_lsn: int) -> tuple[int, int] | None:
+        """The durable steps whose emits may never have been printed (feed them to
+        ``rerelease``), given the last LSN the driver remembers releasing."""
+        self.released_lsn = released_lsn
+        last = self.next_lsn - 1
+        return (released_lsn + 1, last) if released_lsn < last else None
+
+    def rerelease(self, record: StepRecord, lsn: int) -> None:
+        """Print again the emits of a durable step that a crash may have kept from the world.
+
+        The released mark is written after printing, without fsync, so a line may print twice
+        across a crash: the documented at-least-once window of emits (``--emit-tagged`` lets a
+        consumer drop the repeat by its LSN and index).
+        """
+        emits = record.get("emit")
+        if emits:
+            self.actions.append(Emit(lsn, emits))
+        if lsn > self.released_lsn:
+            self.released_lsn = lsn
+            self.actions.append(Released(lsn))
+
+    def start(self, now: float) -> None:
+        """Take over as the primary after recovery: timers, links, and the first start."""
+        self.now = now
+        self.started = True
+        self.durable_lsn = self.next_lsn - 1
+        self._durable_in = dict(self.streams.seq_in)
+        self._restart_checkpoint_clock()
+        for tid, due in self.executor.timers.items():
+            self._schedule_app_timer(tid, due)
+        for peer in sorted(self.streams.peers()):
+            if self.streams.unacknowledged(peer):
+                self.actions.append(Connect(peer))
+        if not self.executor.started:
+            self._submit({"k": "start"})
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Time passed (the driver's clock, the same one handler timers are due on)."""
+        if now > self.now:
+            self.now = now
+
+    def receive_messages(self, peer: str, messages: list[PeerMessage]) -> bool:
+        """Execute the new ones among a batch from ``peer``; False on a sequence gap (the driver
+        then drops the connection, and the peer resends from what the handshake says)."""
+        for message in messages:
+            verdict = self._admission(peer, message_seq(message))
+            if verdict == "duplicate":
+                continue
+            if verdict == "gap":
+                return False
+            self._submit(as_input(peer, message))  # type: ignore[arg-type]
+        return True
+
+    def outside_call(self, caller: Any, message: dict[str, Any]) -> None:
+        """An outside caller's ``call`` message; ``caller`` is the driver's token for it."""
+        inp = read_call(message)
+        if isinstance(inp, str):
+            self.actions.append(Answer(caller, message.get("id"), False, ["BadRequest", inp]))
+            return
+        key = inp["id"]
+        known = self.streams.known_result(key)
+        if known is not None and self._result_lsn.get(key, 0) <= self.durable_lsn:
+            self.actions.append(Answer(caller, key, known[0], known[1]))
+            return
+        waiting = self._waiters.setdefault(key, [])
+        waiting.append(caller)
+        if known is None and key not in self.streams.running and len(waiting) == 1:
+            self._submit(inp)  # type: ignore[arg-type]
+
+    def timer_fired(self, key: Any) -> None:
+        """A timer the coordinator set (``SetTimer``) is due."""
+        if key == ACK_TIMER:
+            self._ack_timer_set = False
+            acks, self._acks_due = self._acks_due, {}
+            for peer, upto in acks.items():
+                self.actions.append(Ack(peer, upto))
+        elif key == CHECKPOINT_TIMER:
+            self._time_due = True
+            self._note_due()
+        elif key == HOLD_TIMER:
+            self._release_held()  # quiescence did not come in time: stop holding
+            self._kick()
+        else:
+            tid = key[1]
+            self._app_timers.discard(tid)
+            if tid in self.executor.timers:
+                self._submit({"k": "timer", "tid": tid})
+
+    def append_done(self, bytes_written: int) -> None:
+        """The outstanding ``Append`` is durable (records, and its checkpoint if it had one)."""
+        batch = self._inflight
+        if batch is None:
+            raise RuntimeError(f"{self.name}: append_done without an append in flight")
+        self._inflight = None
+        self.durable_lsn = batch.last_lsn
+        self._bytes_since_checkpoint += bytes_written
+        if batch.checkpoint is not None:
+            self._bytes_since_checkpoint = 0
+            self._restart_checkpoint_clock()
+        elif self._bytes_since_checkpoint >= self.config.checkpoint_bytes:
+            self._note_due()
+        self._release(batch)
+        # What is pending goes first, with the checkpoint if it is due and possible now: the
+        # held calls run after it (one that suspends again would otherwise starve it).
+        self._kick()
+        self._release_held()
+        self._kick()
+
+    def link_opened(self, peer: str, last: int) -> None:
+        """Our link to ``peer`` finished its handshake: the peer has durably logged ``last``."""
+        self.streams.acknowledge(peer, last)
+        pending = self._resend(peer, last)
+        if pending:
+            self.actions.append(Send(peer, pending))
+
+    def peer_connected(self, peer: str, last: int) -> None:
+        """``peer`` opened a link to us; its handshake says it has durably logged ``last`` of
+        ours. Replies go back on a link of our own, so make sure there is one."""
+        self.streams.acknowledge(peer, last)
+        self.actions.append(Connect(peer))
+
+    def ack_received(self, peer: str, upto: int) -> None:
+        self.streams.acknowledge(peer, upto)
+
+    # -- questions a driver asks ---------------------------------------------------------------
+
+    def durable_from(self, peer: str) -> int:
+        """What a handshake may promise ``peer``: the highest number from it whose step is
+        durable. Not ``streams.seq_in`` (executed, perhaps not logged): a peer told that number
+        would forget messages that a crash before the fsync would then lose. Before ``start``
+        every step there is was replayed from the log, so all of it is durable."""
+        if not self.started:
+            return self.streams.seq_in.get(peer, 0)
+        return self._durable_in.get(peer, 0)
+
+    def refusal(self, peer: str | None, epoch: int, registered_epoch: int | None) -> str | None:
+        """Why an authenticated peer may still not talk to us (None: it may).
+
+        The cluster secret proves membership, not identity: the registry says which epoch of
+        each instance is the current one, so a stale instance (a zombie that lost its log lock)
+        or a peer using another instance's name is turned away.
+        """
+        if peer is None:
+            return None
+        if peer == self.name:
+            return f"a peer claims to be {self.name!r}, which is this instance"
+        if registered_epoch is None:
+            return f"a peer claims to be {peer!r}, which is not registered"
+        if registered_epoch != epoch:
+            return (
+                f"a peer claims to be {peer!r} at epoch {epoch}, "
+                f"but {peer!r} is at epoch {registered_epoch}"
+            )
+        return None
+
+    @property
+    def idle(self) -> bool:
+        """Everything executed is durable and released (a clean stop may proceed)."""
+        return self._inflight is None and not self._pending
+
+    def flush(self) -> None:
+        """Start an append of whatever is pending (used by a stopping driver)."""
+        self._kick()
+
+    # -- the rules ---------------------------------------------------------------------------------
+
+    def _admission(self, peer: str, seq: int) -> str:
+        """Execute message ``seq`` of ``peer`` ("new"), drop it ("duplicate"), or refuse the
+        batch ("gap"). Messages held for a checkpoint count as accepted."""
+        held = self._held_upto.get(peer)
+        if held is not None:
+            if seq <= held:
+                return "duplicate"
+            return "new" if seq == held + 1 else "gap"
+        return self.streams.admit(peer, seq)
+
+    def _resend(self, peer: str, last: int) -> list[PeerMessage]:
+        return self.streams.unacknowledged(peer, last)
+
+    def _submit(self, inp: dict[str, Any]) -> None:
+        """Execute one input now, or hold it while waiting for quiescence for a checkpoint."""
+        if inp["k"] in ("call", "start") and (self._held or self._holding()):
+            if not self._held and self._due_since is not None:
+                due = self._due_since + self.config.quiescence_timeout
+                self.actions.append(SetTimer(HOLD_TIMER, due))
+            self._held.append(inp)
+            sender = input_sender(inp)  # type: ignore[arg-type]
+            if sender is not None:
+                self._held_upto[sender] = input_seq(inp)  # type: ignore[arg-type]
+            return
+        self._execute(inp)
+        self._kick()
+
+    def _execute(self, inp: dict[str, Any]) -> None:
+        lsn = self.next_lsn
+        record = self.replica.execute(inp, lsn)
+        self.next_lsn = lsn + 1
+        for key, _ok, _value in record.get("rep", ()):
+            self._result_lsn[key] = lsn
+        for tid, due in record.get("tim", ()):
+            self._schedule_app_timer(tid, due)
+        self._pending.append(record)
+
+    def _holding(self) -> bool:
+        """Whether new calls wait: a checkpoint is due, handlers are suspended, and the wait
+        for them has not gone on too long."""
+        return self._checkpoint_due() and not self.replica.quiescent and self._hold_allowed()
+
+    def _hold_allowed(self) -> bool:
+        since = self._due_since
+        return since is not None and self.now - since < self.config.quiescence_timeout
+
+    def _note_due(self) -> None:
+        if self._due_since is None and self.config.durable:
+            self._due_since = self.now
+
+    def _checkpoint_due(self) -> bool:
+        if not self.config.durable:
+            return False
+        return self._bytes_since_checkpoint >= self.config.checkpoint_bytes or self._time_due
+
+    def _may_checkpoint(self) -> bool:
+        return self.replica.quiescent
+
+    def _restart_checkpoint_clock(self) -> None:
+        self._last_checkpoint = self.now
+        self._time_due = False
+        self._due_since = None
+        self.actions.append(SetTimer(CHECKPOINT_TIMER, self.now + self.config.checkpoint_seconds))
+
+    def _kick(self) -> None:
+        """Hand the pending records to the log as one append, unless one is outstanding."""
+        if self._inflight is not None or not self._pending:
+            return
+        records, self._pending = self._pending, []
+        checkpoint = None
+        if self._checkpoint_due():
+            if self._may_checkpoint():
+                checkpoint = self._pack_checkpoint(self.next_lsn - 1)
+            elif not self._hold_allowed():
+                self._warn_no_checkpoint()
+        batch = Append(self.next_lsn - len(records), records, checkpoint)
+        self._inflight = batch
+        self.actions.append(batch)
+
+    def _pack_checkpoint(self, lsn: int) -> tuple[int, bytes] | None:
+        try:
+            return pack_state(self.replica.checkpoint(), use_pickle=self.config.allow_pickle)
+        except Exception as exc:  # unstorable state: keep serving, keep the log, say why
+            self.actions.append(Warn(f"{self.name}: checkpoint at LSN {lsn} skipped: {exc}"))
+            self._restart_checkpoint_clock()
+            return None
+
+    def _warn_no_checkpoint(self) -> None:
+        if self.now - self._last_warning > NO_CHECKPOINT_WARNING_EVERY:
+            self._last_warning = self.now
+            self.actions.append(
+                Warn(
+                    f"{self.name}: no checkpoint for {self.now - self._last_checkpoint:.0f} s: a "
+                    "handler stays suspended mid-await (a main() that never returns?). Recovery "
+                    "replays from the last checkpoint; continue long work by posting to self or "
+                    "with self.sleep() instead"
+                )
+            )
+
+    def _release(self, batch: Append) -> None:
+        """The batch is durable: now the world may see it."""
+        acks: dict[str, int] = {}
+        per_peer: dict[str, list[PeerMessage]] = {}
+        actions = self.actions
+        lsn = batch.first_lsn
+        for record in batch.records:
+            sender = input_sender(record["in"])
+            if sender is not None:
+                seq = input_seq(record["in"])
+                if seq > acks.get(sender, 0):
+                    acks[sender] = seq
+            for message in record.get("out", ()):
+                target = message_target(message)
+                box = per_peer.get(target)
+                if box is None:
+                    per_peer[target] = [message]
+                else:
+                    box.append(message)
+            emits = record.get("emit")
+            if emits:
+                actions.append(Emit(lsn, emits))
+            for key, ok, value in record.get("rep", ()):
+                self._answer(key, ok, value)
+            lsn += 1
+        if lsn - 1 > self.released_lsn:
+            self.released_lsn = lsn - 1
+            actions.append(Released(lsn - 1))
+        durable_in = self._durable_in
+        for peer, upto in acks.items():
+            if upto > durable_in.get(peer, 0):
+                durable_in[peer] = upto
+        for peer, messages in per_peer.items():
+            actions.append(Send(peer, messages))
+        if acks:
+            self._acks_due.update(acks)
+            if not self._ack_timer_set:
+                self._ack_timer_set = True
+                actions.append(SetTimer(ACK_TIMER, self.now + self.config.ack_delay))
+
+    def _answer(self, key: Any, ok: bool, value: Any) -> None:
+        if key == MAIN_KEY:
+            if not ok:
+                self.actions.append(Warn(f"{self.name}: main() raised {value[0]}: {value[1]}"))
+            return
+        for caller in self._waiters.pop(key, ()):
+            self.actions.append(Answer(caller, key, ok, value))
+
+    def _release_held(self) -> None:
+        while self._held and not self._holding():
+            self._execute(self._held.popleft())
+        if not self._held:
+            self._held_upto.clear()
+
+    def _schedule_app_timer(self, tid: int, due: float) -> None:
+        if tid not in self._app_timers:
+            self._app_timers.add(tid)
+            self.actions.append(SetTimer(("app", tid), due))

@@ -1,0 +1,218 @@
+"""The asyncio side of connections: an outgoing link to one peer, and helpers both directions use.
+
+A link connects to a peer by name (looked up in the registry each time, since the peer's address
+changes when it restarts), runs the handshake, and tells its owner (the node) when it opened
+and what it was acknowledged; the owner's coordinator decides what to resend. Nothing here
+decides anything about exactly-once: it moves bytes and notices silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._home import Home
+from ._protocol import Closed, Connection, Event, Opened, Received
+from ._schema import PeerMessage, msgs, read_ack
+from ._wire import encode_message
+
+
+class LinkOwner(Protocol):
+    """What a link needs from the node that owns it."""
+
+    name: str
+    epoch: int
+    secret: bytes
+    home: Home
+    stopping: bool
+
+    @property
+    def config(self) -> Any: ...
+
+    def durable_from(self, peer: str) -> int: ...
+
+    def link_opened(self, peer: str, last: int) -> None: ...
+
+    def ack_received(self, peer: str, upto: int) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class Link:
+    """The outgoing connection to one peer: connects (again) by name, reports what opened."""
+
+    def __init__(self, owner: LinkOwner, peer: str) -> None:
+        self.owner = owner
+        self.peer = peer
+        self._writer: asyncio.StreamWriter | None = None
+        self._conn: Connection | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, messages: list[PeerMessage]) -> None:
+        """Write now if open; otherwise the messages wait in the outbox for the next handshake."""
+        if self._writer is not None and self._conn is not None:
+            self._writer.write(self._conn.send(msgs(messages)))  # type: ignore[arg-type]
+
+    async def _run(self) -> None:
+        owner = self.owner
+        delay = 0.05
+        while not owner.stopping:
+            record = owner.home.lookup(self.peer)
+            debug(f"{owner.name}: link to {self.peer}: looking up -> {record and record.address}")
+            if record is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, owner.config.reconnect_max_delay)
+                continue
+            try:
+                reader, writer = await asyncio.open_connection(record.host, record.port)
+            except OSError as exc:
+                debug(f"{owner.name}: link to {self.peer}: connect failed: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, owner.config.reconnect_max_delay)
+                continue
+            conn = Connection(
+                me=owner.name,
+                epoch=owner.epoch,
+                secret=owner.secret,
+                initiator=True,
+                last_from=owner.durable_from,
+            )
+            writer.write(conn.start())
+            try:
+                await self._serve(conn, reader, writer)
+                delay = 0.05
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not end the link: log it, reconnect
+                owner.log(f"{owner.name}: link to {self.peer} failed: {exc!r}; reconnecting")
+            finally:
+                self._writer = None
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    writer.close()
+            await asyncio.sleep(delay)
+
+    async def _serve(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        beat = self.owner.config.heartbeat_seconds
+
+        def on_quiet(periods: int) -> None:
+            if periods >= 3:
+                writer.close()  # the pending read ends; _run reconnects
+            elif self._conn is not None:
+                writer.write(conn.send({"t": "ping"}))
+
+        watch = QuietWatch(beat, on_quiet)
+        try:
+            await self._read_events(conn, reader, writer, watch)
+        finally:
+            watch.cancel()
+        if watch.quiet >= 3:
+            self.owner.log(
+                f"{self.owner.name}: {self.peer} silent for {3 * beat:.0f} s; reconnecting"
+            )
+
+    async def _read_events(
+        self,
+        conn: Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: QuietWatch,
+    ) -> None:
+        owner = self.owner
+        while True:
+            events = await receive(conn, reader, writer, watch)
+            if events is None:
+                debug(f"{owner.name}: link to {self.peer}: closed")
+                return
+            for event in events:
+                if isinstance(event, Opened):
+                    if event.peer != self.peer:
+                        writer.write(
+                            conn.send_error(f"expected {self.peer!r}, reached {event.peer!r}")
+                        )
+                        return
+                    self._conn, self._writer = conn, writer
+                    debug(f"{owner.name}: link to {self.peer} open (it has {event.last})")
+                    owner.link_opened(self.peer, event.last)
+                elif isinstance(event, Received):
+                    if event.message["t"] == "ack":
+                        upto = read_ack(event.message)
+                        if upto is not None:
+                            owner.ack_received(self.peer, upto)
+                elif isinstance(event, Closed):
+                    owner.log(f"{owner.name}: link to {self.peer} closed: {event.reason}")
+                    return
+
+    def close(self) -> None:
+        self._task.cancel()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+
+class QuietWatch:
+    """Notices a connection on which nothing has arrived for a while.
+
+    One timer per connection, ticking every ``period``, instead of a timeout around every read:
+    a read only sets a flag. ``on_quiet(n)`` is called at the end of the n-th period in a row
+    with nothing heard, so silence is noticed between one and two periods after it began.
+    """
+
+    def __init__(self, period: float, on_quiet: Callable[[int], None]) -> None:
+        self.heard = False
+        self.quiet = 0
+        self._period = period
+        self._on_quiet = on_quiet
+        self._handle = asyncio.get_running_loop().call_later(period, self._tick)
+
+    def _tick(self) -> None:
+        if self.heard:
+            self.heard, self.quiet = False, 0
+        else:
+            self.quiet += 1
+            self._on_quiet(self.quiet)
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def receive(
+    conn: Connection,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    watch: QuietWatch | None,
+) -> list[Event] | None:
+    """Read what arrives, feed it to the protocol, send its answer; None when the peer closed."""
+    data = await reader.read(1 << 16)
+    if not data:
+        return None
+    if watch is not None:
+        watch.heard = True
+    events, reply = conn.receive_data(data)
+    if reply:
+        writer.write(reply)
+    return events
+
+
+def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
+    """Write one message, ignoring a connection that is already gone."""
+    with contextlib.suppress(Exception):
+        writer.write(encode_message(message))
+
+
+_DEBUG = bool(os.environ.get("IMMORTALS_DEBUG"))
+
+
+def debug(message: str) -> None:
+    """Connection-level detail, only with IMMORTALS_DEBUG=1 (what a person debugging links needs)."""
+    if _DEBUG:
+        print(f"debug: {message}", file=sys.stderr, flush=True)

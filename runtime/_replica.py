@@ -1,0 +1,63 @@
+"""An instance's deterministic state, and the one function that applies a recorded step to it.
+
+A replica is what a log determines: the executor (app state, random generator, stream numbers,
+timers, suspended handlers) and the streams (what was executed from each peer, what was sent and
+not yet acknowledged, outside callers' results). Recovery, the replayer and a standby that
+follows a log all move a replica forward the same way, with :meth:`Replica.apply`; the live
+coordinator uses :meth:`Replica.execute`, which records instead of comparing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._api import Immortal
+from ._executor import Executor, Sources
+from ._schema import CheckpointPayload, StepRecord, checkpoint_payload
+from ._streams import DEFAULT_RESULT_CACHE, Streams
+
+
+class Replica:
+    """Executor plus streams of one instance, moved forward one step at a time."""
+
+    __slots__ = ("executor", "streams")
+
+    def __init__(
+        self,
+        app_cls: type[Immortal],
+        *,
+        name: str,
+        sources: Sources | None = None,
+        result_cache: int = DEFAULT_RESULT_CACHE,
+    ) -> None:
+        self.executor = Executor(app_cls, name=name, sources=sources)
+        self.streams = Streams(result_cache=result_cache)
+
+    def execute(self, inp: dict[str, Any], lsn: int) -> StepRecord:
+        """Execute a new input live; the returned record is what the log must store."""
+        record: StepRecord = self.executor.execute(inp, lsn=lsn)  # type: ignore[assignment]
+        self.streams.apply(record)  # type: ignore[arg-type]
+        return record
+
+    def apply(self, record: StepRecord, lsn: int) -> StepRecord:
+        """Re-execute a recorded step; returns what the code produced (NondeterminismError if
+        that differs from the record)."""
+        produced: StepRecord = self.executor.execute(  # type: ignore[assignment]
+            record["in"],  # type: ignore[arg-type]
+            lsn=lsn,
+            recorded=record,  # type: ignore[arg-type]
+        )
+        self.streams.apply(record)  # type: ignore[arg-type]
+        return produced
+
+    @property
+    def quiescent(self) -> bool:
+        """No handler suspended mid-await: only then can a checkpoint be taken."""
+        return self.executor.quiescent
+
+    def checkpoint(self) -> CheckpointPayload:
+        return checkpoint_payload(self.executor.snapshot(), self.streams.snapshot())
+
+    def restore(self, payload: CheckpointPayload) -> None:
+        self.executor.restore(payload["exec"])
+        self.streams.restore(payload["streams"])

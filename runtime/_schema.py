@@ -1,0 +1,262 @@
+"""One schema for what the runtime records and sends: step records, peer messages, wire
+messages and checkpoint payloads, each with one reader.
+
+Everything here is plain msgpack-able data (dicts and lists), because it is stored in the log
+and crosses the wire as it is; the TypedDicts give it names and types, and the functions below
+are the only code that builds peer messages or reads them by position. docs/ARCHITECTURE.md
+("Step records") and docs/PROTOCOL.md describe the same shapes for readers in other languages.
+
+Compatibility rules (for later versions): a reader ignores map keys it does not know; a key
+that is absent means "nothing to say" (an empty list, no value); a new kind of input or message
+gets a new ``k`` / ``t`` / kind letter, never a new meaning for an old one. A checkpoint payload
+carries ``format``; a reader refuses a format it does not know with :class:`CheckpointFormatError`
+rather than guessing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, TypedDict
+
+from ._errors import CheckpointFormatError
+
+# -- step inputs --------------------------------------------------------------------------------
+
+
+class StartInput(TypedDict):
+    """The instance's first start: runs ``__init__`` and ``main()``."""
+
+    k: Literal["start"]
+
+
+# ``from`` is a keyword, hence the functional form for the inputs that name a sender.
+PeerCallInput = TypedDict(
+    "PeerCallInput",
+    {"k": Literal["call"], "from": str, "seq": int, "m": str, "a": list[Any], "r": bool},
+)
+"""A call from another instance: its number ``seq`` in the stream sender -> us."""
+
+
+class OutsideCallInput(TypedDict):
+    """A call from an outside caller, identified by its idempotency key ``id``."""
+
+    k: Literal["call"]
+    id: str | bytes
+    m: str
+    a: list[Any]
+
+
+ReplyInput = TypedDict(
+    "ReplyInput",
+    {"k": Literal["reply"], "from": str, "seq": int, "re": int, "ok": Any, "err": list[Any]},
+    total=False,
+)
+"""The reply to our call number ``re``; exactly one of ``ok`` (the value) or ``err`` is set."""
+
+
+class TimerInput(TypedDict):
+    """A durable timer fired."""
+
+    k: Literal["timer"]
+    tid: int
+
+
+Input = StartInput | PeerCallInput | OutsideCallInput | ReplyInput | TimerInput
+
+# -- step records -------------------------------------------------------------------------------
+
+PeerMessage = list[Any]
+"""``[target, seq, "c", method, args, wants_reply]`` or ``[target, seq, "r", re, ok, value]``."""
+
+ResultEntry = list[Any]
+"""``[key, ok, value]``: the outcome for an outside caller (or ``"main"``); failed value
+``[type name, message]``."""
+
+StepRecord = TypedDict(
+    "StepRecord",
+    {
+        "in": Input,
+        "nd": list[list[Any]],  # ["now", t] | ["uuid", bytes] | ["seed", n], in order consumed
+        "out": list[PeerMessage],
+        "emit": list[Any],
+        "rep": list[ResultEntry],
+        "tim": list[list[Any]],  # [tid, due]
+    },
+    total=False,
+)
+"""One step as the log stores it. Only ``in`` is always present."""
+
+CALL: Final = "c"
+REPLY: Final = "r"
+MAIN_KEY: Final = "main"  # the result key of main()
+
+
+def call_message(
+    target: str, seq: int, method: str, args: list[Any], wants_reply: bool
+) -> PeerMessage:
+    return [target, seq, CALL, method, args, wants_reply]
+
+
+def reply_message(target: str, seq: int, re: int, ok: bool, value: Any) -> PeerMessage:
+    return [target, seq, REPLY, re, ok, value]
+
+
+def message_target(message: PeerMessage) -> str:
+    """The instance a peer message goes to."""
+    target: str = message[0]
+    return target
+
+
+def message_seq(message: PeerMessage) -> int:
+    """The message's number in its directed stream (sender -> target)."""
+    seq: int = message[1]
+    return seq
+
+
+def is_call(message: PeerMessage) -> bool:
+    return bool(message[2] == CALL)
+
+
+def message_fields(message: PeerMessage) -> tuple[str, int, str, Any, Any, Any]:
+    """``(target, seq, kind, a, b, c)``: a call's method, args and wants_reply, or a reply's
+    re, ok and value."""
+    target, seq, kind, a, b, c = message
+    return target, seq, kind, a, b, c
+
+
+def as_input(sender: str, message: PeerMessage) -> PeerCallInput | ReplyInput:
+    """A peer message turned into the step input that executes it at the receiver."""
+    _target, seq, kind, a, b, c = message
+    if kind == CALL:
+        return {"k": "call", "from": sender, "seq": seq, "m": a, "a": b, "r": c}
+    inp: ReplyInput = {"k": "reply", "from": sender, "seq": seq, "re": a}
+    if b:
+        inp["ok"] = c
+    else:
+        inp["err"] = c
+    return inp
+
+
+def input_sender(inp: Input) -> str | None:
+    """The peer an input came from (None for a start, an outside call or a timer)."""
+    sender: str | None = inp.get("from")  # type: ignore[assignment]
+    return sender
+
+
+def input_seq(inp: Input) -> int:
+    seq: int = inp["seq"]  # type: ignore[typeddict-item]
+    return seq
+
+
+# -- wire messages (after the handshake; docs/PROTOCOL.md section 4) -------------------------
+
+
+class MsgsMessage(TypedDict):
+    t: Literal["msgs"]
+    b: list[PeerMessage]
+
+
+class AckMessage(TypedDict):
+    t: Literal["ack"]
+    upto: int
+
+
+class CallMessage(TypedDict):
+    t: Literal["call"]
+    id: str | bytes
+    m: str
+    a: list[Any]
+
+
+class ResultMessage(TypedDict):
+    t: Literal["result"]
+    id: Any
+    ok: bool
+    v: Any
+
+
+def msgs(batch: list[PeerMessage]) -> MsgsMessage:
+    return {"t": "msgs", "b": batch}
+
+
+def ack(upto: int) -> AckMessage:
+    return {"t": "ack", "upto": upto}
+
+
+def result(key: Any, ok: bool, value: Any) -> ResultMessage:
+    return {"t": "result", "id": key, "ok": ok, "v": value}
+
+
+def read_msgs(message: dict[str, Any]) -> list[PeerMessage] | None:
+    """The batch of a ``msgs`` message, or None when it is malformed."""
+    batch = message.get("b")
+    if not isinstance(batch, list):
+        return None
+    for m in batch:
+        if not (
+            isinstance(m, list)
+            and len(m) == 6
+            and isinstance(m[0], str)
+            and isinstance(m[1], int)
+            and m[2] in (CALL, REPLY)
+        ):
+            return None
+    return batch
+
+
+def read_ack(message: dict[str, Any]) -> int | None:
+    upto = message.get("upto")
+    return upto if isinstance(upto, int) and upto >= 0 else None
+
+
+def read_call(message: dict[str, Any]) -> OutsideCallInput | str:
+    """An outside caller's ``call`` as the input that executes it, or why it is malformed."""
+    key, method, args = message.get("id"), message.get("m"), message.get("a", [])
+    if (
+        not isinstance(key, str | bytes)
+        or not isinstance(method, str)
+        or not isinstance(args, list)
+    ):
+        return "call needs id (str or bytes), m (str), a (list)"
+    return {"k": "call", "id": key, "m": method, "a": args}
+
+
+def read_result(message: dict[str, Any]) -> tuple[Any, bool, Any]:
+    """``(key, ok, value)`` of a ``result`` message."""
+    return message.get("id"), bool(message.get("ok")), message.get("v")
+
+
+# -- checkpoint payloads ------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT: Final = 1
+
+
+class CheckpointPayload(TypedDict):
+    """What a checkpoint file holds (inside logformat's sealed, compressed envelope)."""
+
+    format: int
+    exec: dict[str, Any]  # Executor.snapshot()
+    streams: dict[str, Any]  # Streams.snapshot()
+
+
+def checkpoint_payload(exec_snapshot: dict[str, Any], streams: dict[str, Any]) -> CheckpointPayload:
+    return {"format": CHECKPOINT_FORMAT, "exec": exec_snapshot, "streams": streams}
+
+
+def read_checkpoint(payload: Any, *, where: str) -> CheckpointPayload:
+    """Check a loaded checkpoint payload; CheckpointFormatError names ``where`` when it is not one
+    this version can read."""
+    if not isinstance(payload, dict):
+        raise CheckpointFormatError(
+            f"{where}: not a checkpoint payload (a {type(payload).__name__})"
+        )
+    version = payload.get("format")
+    if version != CHECKPOINT_FORMAT:
+        raise CheckpointFormatError(
+            f"{where}: checkpoint payload format {version!r}, but this version of immortals reads "
+            f"format {CHECKPOINT_FORMAT}; run it with the immortals version that wrote it, or "
+            "move the checkpoint file aside to recover from the log alone"
+        )
+    if not isinstance(payload.get("exec"), dict) or not isinstance(payload.get("streams"), dict):
+        raise CheckpointFormatError(f"{where}: checkpoint payload lacks 'exec' or 'streams'")
+    checked: CheckpointPayload = payload  # type: ignore[assignment]
+    return checked
