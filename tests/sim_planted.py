@@ -1,0 +1,85 @@
+"""Coordinators with one deliberate bug each, to prove the simulator catches every one.
+
+Each subclass breaks exactly one rule of ``runtime._coordinator`` by overriding the one method
+that holds it (the rule methods are private: reaching into them is this test module's whole
+purpose). ``tests/test_sim.py`` runs seeds against each until the simulator reports a violation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime._actions import Ack, Append
+from runtime._coordinator import Coordinator
+from runtime._schema import PeerMessage, input_sender, input_seq
+
+
+class DedupOff(Coordinator):
+    """Executes a message again when the peer resends it."""
+
+    def _admission(self, peer: str, seq: int) -> str:
+        verdict = super()._admission(peer, seq)
+        return "new" if verdict == "duplicate" else verdict
+
+
+class AckBeforeDurable(Coordinator):
+    """Acknowledges an input as soon as it executed, before its step is in the log."""
+
+    def _execute(self, inp: dict[str, Any]) -> None:
+        super()._execute(inp)
+        sender = input_sender(inp)  # type: ignore[arg-type]
+        if sender is not None:
+            self.actions.append(Ack(sender, input_seq(inp)))  # type: ignore[arg-type]
+
+
+class HandshakePromisesExecuted(Coordinator):
+    """Tells a reconnecting peer what it executed from it, not what is durable."""
+
+    def durable_from(self, peer: str) -> int:
+        return self.streams.seq_in.get(peer, 0)
+
+
+class ResendSkipsOne(Coordinator):
+    """On reconnect, resends all unacknowledged messages but the first."""
+
+    def _resend(self, peer: str, last: int) -> list[PeerMessage]:
+        return super()._resend(peer, last)[1:]
+
+
+class ReleaseBeforeAppend(Coordinator):
+    """Sends, prints and answers a batch when its append starts, not when it is durable."""
+
+    def _kick(self) -> None:
+        before = self._inflight
+        super()._kick()
+        batch = self._inflight
+        if batch is not None and batch is not before:
+            Coordinator._release(self, batch)
+
+    def _release(self, batch: Append) -> None:
+        pass  # already released when the append began
+
+
+class CheckpointWhileSuspended(Coordinator):
+    """Takes a checkpoint while handlers are suspended, silently dropping them."""
+
+    def _may_checkpoint(self) -> bool:
+        return True
+
+    def _pack_checkpoint(self, lsn: int) -> tuple[int, bytes] | None:
+        executor = self.executor
+        suspended, executor.suspended = executor.suspended, {}
+        try:
+            return super()._pack_checkpoint(lsn)
+        finally:
+            executor.suspended = suspended
+
+
+PLANTED = [
+    DedupOff,
+    AckBeforeDurable,
+    HandshakePromisesExecuted,
+    ResendSkipsOne,
+    ReleaseBeforeAppend,
+    CheckpointWhileSuspended,
+]
