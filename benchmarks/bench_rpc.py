@@ -52,8 +52,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO))
+def _env(repo: Path = REPO) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(repo))
 
 
 @dataclass
@@ -87,9 +87,11 @@ class Result:
 class ImmortalsPair:
     """A Sink and a Driver instance, started once and reused for every configuration."""
 
-    def __init__(self, folder: Path, durability: str) -> None:
+    def __init__(self, folder: Path, durability: str, *, repo: Path = REPO) -> None:
+        """``repo``: the checkout whose runtime the instances run (another commit, for A/B)."""
         self.home = folder / f"home-{durability}"
         self.durability = durability
+        self.repo = repo
         self.procs: list[subprocess.Popen[bytes]] = []
         for app, name in (("Sink", "sink"), ("Driver", "driver")):
             proc = subprocess.Popen(
@@ -108,8 +110,8 @@ class ImmortalsPair:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                env=_env(),
-                cwd=REPO,
+                env=_env(self.repo),
+                cwd=self.repo,
             )
             assert proc.stderr is not None
             line = proc.stderr.readline().decode()
@@ -142,8 +144,8 @@ class ImmortalsPair:
         client = subprocess.Popen(
             [*args, str(self.home), str(n), str(size)],
             stdout=subprocess.PIPE,
-            env=_env(),
-            cwd=REPO,
+            env=_env(self.repo),
+            cwd=self.repo,
         )
         out, cpu = _client_output(client)
         cpu += _cpu_seconds(sink.pid) - before
