@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._schema import PeerMessage, StepRecord
+from ._schema import PeerMessage, StepRecord, message_seq
 
 TimerKey = str | tuple[str, int]
 """``"ack"``, ``"checkpoint"``, ``"hold"`` (the coordinator's own) or ``("app", tid)`` (a
@@ -64,7 +64,7 @@ class Send:
         self.messages = messages
 
     def __repr__(self) -> str:
-        return f"Send({self.peer}, {[m[1] for m in self.messages]})"
+        return f"Send({self.peer}, {[message_seq(m) for m in self.messages]})"
 
 
 class Connect:

@@ -3,7 +3,7 @@
     python -m runtime.sim --seeds 2000 [--first 0] [--workload W] [--trace] [--coordinator M:C]
 
 Prints a table per workload (seeds, crashes, packets lost, duplicated and reordered, torn
-appends, violations) and, for each failing seed, its violations and the one line that replays it
+appends, checkpoints written, violations) and, for each failing seed, its violations and the one line that replays it
 with a trace. Exit status 1 when any seed failed.
 """
 
@@ -87,6 +87,7 @@ def _table(results: list[SeedResult], elapsed: float) -> Table:
         "duplicated",
         "reordered",
         "torn",
+        "checkpoints",
         "events",
         "violations",
     ):
@@ -104,6 +105,7 @@ def _table(results: list[SeedResult], elapsed: float) -> Table:
             str(sum(r.duplicated for r in group)),
             str(sum(r.reordered for r in group)),
             str(sum(r.torn for r in group)),
+            str(sum(r.checkpoints for r in group)),
             str(sum(r.events for r in group)),
             str(sum(1 for r in group if not r.ok)),
             end_section=name != "all" and name == rows[-1][0],

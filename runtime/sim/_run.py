@@ -24,6 +24,7 @@ class SeedResult:
     duplicated: int = 0
     reordered: int = 0
     torn: int = 0
+    checkpoints: int = 0
     events: int = 0
     sim_seconds: float = 0.0
     trace: list[str] = field(default_factory=list)
@@ -93,6 +94,7 @@ def run_seed(
         duplicated=world.network.duplicated,
         reordered=world.network.reordered,
         torn=sum(n.log.torn for n in world.nodes.values()),
+        checkpoints=sum(len(n.log.checkpoints) for n in world.nodes.values()),
         events=world.events,
         sim_seconds=world.now - START,
         trace=lines,
