@@ -187,18 +187,21 @@ def result(key: Any, ok: bool, value: Any) -> ResultMessage:
 
 
 def read_msgs(message: dict[str, Any]) -> list[PeerMessage] | None:
-    """The batch of a ``msgs`` message, or None when it is malformed."""
+    """The batch of a ``msgs`` message, or None when it is malformed (any message in it not a
+    well-typed call or reply: a peer's bad message must never reach the executor)."""
     batch = message.get("b")
     if not isinstance(batch, list):
         return None
     for m in batch:
-        if not (
-            isinstance(m, list)
-            and len(m) == 6
-            and isinstance(m[0], str)
-            and isinstance(m[1], int)
-            and m[2] in (CALL, REPLY)
-        ):
+        if not (isinstance(m, list) and len(m) == 6 and type(m[1]) is int and m[1] > 0):
+            return None
+        kind, a, b = m[2], m[3], m[4]
+        if kind == CALL:
+            if not (isinstance(a, str) and isinstance(b, list)):
+                return None
+        elif kind != REPLY or type(a) is not int or type(b) is not bool:
+            return None
+        if not isinstance(m[0], str):
             return None
     return batch
 

@@ -236,3 +236,22 @@ def _first_records() -> list[Any]:
     c = Coordinator(Waiter, name="me", sources=Sources(clock=lambda: 100.0, new_seed=lambda: 7))
     c.start(100.0)
     return list(_of(c.take(), Append)[0].records)
+
+
+def test_malformed_peer_messages_are_refused_by_the_reader() -> None:
+    from runtime._schema import read_msgs
+
+    good = [["me", 1, "c", "count", [], True], ["me", 2, "r", 1, True, "v"]]
+    assert read_msgs({"t": "msgs", "b": good}) == good
+    for bad in (
+        "not a list",
+        [["me", 1, "c", ["count"], [], True]],  # an unhashable method name
+        [["me", 1, "c", "count", "args", True]],
+        [["me", 0, "c", "count", [], True]],
+        [["me", True, "c", "count", [], True]],
+        [["me", 1, "r", "1", True, 0]],
+        [["me", 1, "x", "count", [], True]],
+        [["me", 1, "c", "count", []]],
+        [[1, 1, "c", "count", [], True]],
+    ):
+        assert read_msgs({"t": "msgs", "b": bad}) is None, bad
