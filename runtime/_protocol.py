@@ -194,7 +194,9 @@ class Connection:
 
     def _check_version(self, m: dict[str, Any]) -> None:
         version = m.get("v")
-        if version != PROTOCOL_VERSION:
+        # An exact type check first: a hostile value (a signalling-NaN Decimal) must not get
+        # to raise from inside a comparison.
+        if type(version) is not int or version != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
             )

@@ -220,6 +220,8 @@ def read_call(message: dict[str, Any]) -> OutsideCallInput | str:
         or not isinstance(args, list)
     ):
         return "call needs id (str or bytes), m (str), a (list)"
+    if key == MAIN_KEY:  # the log records main()'s outcome under this key
+        return f"the idempotency key {MAIN_KEY!r} is reserved; use any other key"
     return {"k": "call", "id": key, "m": method, "a": args}
 
 

@@ -255,3 +255,15 @@ def test_malformed_peer_messages_are_refused_by_the_reader() -> None:
         [[1, 1, "c", "count", [], True]],
     ):
         assert read_msgs({"t": "msgs", "b": bad}) is None, bad
+
+
+def test_the_key_main_is_refused_to_outside_callers() -> None:
+    """main()'s outcome is logged under the key "main"; an outside call keyed so would never be
+    remembered or answered (found by the Streams state machine)."""
+    c = _coordinator()
+    _durable(c)
+    c.outside_call("k", {"t": "call", "id": "main", "m": "count", "a": []})
+    answers = _of(c.take(), Answer)
+    assert [(a.ok, a.value[0]) for a in answers] == [(False, "BadRequest")]
+    assert "reserved" in answers[0].value[1]
+    assert c.executor.app.calls == 0  # type: ignore[union-attr]

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -385,19 +384,3 @@ test_streams_state_machine = StreamsMachine.TestCase
 
 
 # -- found by the machine's model: kept as an expected failure until the runtime fixes it --------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: an outside caller's idempotency key 'main' collides with main()'s result key: "
-    "Streams.apply adds it to `running` but skips its result, so it is never remembered and "
-    "stays 'running' forever",
-)
-def test_an_outside_call_keyed_main_is_remembered_like_any_other() -> None:
-    streams = Streams(result_cache=4)
-    streams.apply(
-        {"in": {"k": "call", "id": "main", "m": "f", "a": []}, "rep": [["main", True, 7]]}
-    )
-    assert streams.running == set()
-    assert streams.known_result("main") == (True, 7)
