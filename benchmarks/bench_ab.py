@@ -57,7 +57,7 @@ def _measure(pair: ImmortalsPair, shape: str, size: int, n: int, window: int) ->
 
 
 def run(*, against: str, reps: int, quick: bool, out_dir: Path) -> list[dict[str, Any]]:
-    console = Console()
+    console = Console(width=160)
     configs = _configs(quick)
     figures: dict[tuple[Any, ...], dict[str, list[Result]]] = {
         c: {"before": [], "after": []} for c in configs
@@ -90,11 +90,13 @@ def run(*, against: str, reps: int, quick: bool, out_dir: Path) -> list[dict[str
         row: dict[str, Any] = {"durability": durability, "shape": shape, "size": size}
         for side, results in sides.items():
             row[f"{side}_calls_s"] = statistics.median(r.calls / r.seconds for r in results)
+            row[f"{side}_cpu_us"] = statistics.median(r.cpu / r.calls * 1e6 for r in results)
             if shape != "pipelined":
                 row[f"{side}_p50_us"] = statistics.median(
                     sorted(r.latencies)[len(r.latencies) // 2] * 1e6 for r in results
                 )
         row["ratio"] = row["after_calls_s"] / row["before_calls_s"]
+        row["cpu_ratio"] = row["after_cpu_us"] / max(row["before_cpu_us"], 1e-9)
         rows.append(row)
     render(
         "ab_rpc",
@@ -108,6 +110,9 @@ def run(*, against: str, reps: int, quick: bool, out_dir: Path) -> list[dict[str
             Column("ratio", "after/before", "{:.2f}"),
             Column("before_p50_us", "before p50 µs", "{:,.0f}"),
             Column("after_p50_us", "after p50 µs", "{:,.0f}"),
+            Column("before_cpu_us", "before CPU µs/call", "{:,.1f}"),
+            Column("after_cpu_us", "after CPU µs/call", "{:,.1f}"),
+            Column("cpu_ratio", "CPU after/before", "{:.2f}"),
         ],
         rows,
         out_dir=out_dir,

@@ -130,8 +130,7 @@ class Coordinator:
         self._bytes_since_checkpoint = 0
         self._last_checkpoint = 0.0
         self._last_warning = float("-inf")
-        self._time_due = False  # checkpoint_seconds have passed since the last checkpoint
-        self._due_since: float | None = None  # when the pending checkpoint became due
+        self._due_since: float | None = None  # when a checkpoint fell due (None: not due)
 
     def take(self) -> list[Action]:
         """The actions decided since the last call, in order."""
@@ -231,7 +230,6 @@ class Coordinator:
             for peer, upto in acks.items():
                 self.actions.append(Ack(peer, upto))
         elif key == CHECKPOINT_TIMER:
-            self._time_due = True
             self._note_due()
         elif key == HOLD_TIMER:
             self._release_held()  # quiescence did not come in time: stop holding
@@ -249,12 +247,12 @@ class Coordinator:
             raise RuntimeError(f"{self.name}: append_done without an append in flight")
         self._inflight = None
         self.durable_lsn = batch.last_lsn
-        self._bytes_since_checkpoint += bytes_written
         if batch.checkpoint is not None:
-            self._bytes_since_checkpoint = 0
             self._restart_checkpoint_clock()
-        elif self._bytes_since_checkpoint >= self.config.checkpoint_bytes:
-            self._note_due()
+        else:
+            self._bytes_since_checkpoint += bytes_written
+            if self._bytes_since_checkpoint >= self.config.checkpoint_bytes:
+                self._note_due()
         self._release(batch)
         # What is pending goes first, with the checkpoint if it is due and possible now: the
         # held calls run after it (one that suspends again would otherwise starve it).
@@ -335,7 +333,10 @@ class Coordinator:
 
     def _submit(self, inp: dict[str, Any]) -> None:
         """Execute one input now, or hold it while waiting for quiescence for a checkpoint."""
-        if inp["k"] in ("call", "start") and (self._held or self._holding()):
+        if (self._held or (self._due_since is not None and self._holding())) and inp["k"] in (
+            "call",
+            "start",
+        ):
             if not self._held and self._due_since is not None:
                 due = self._due_since + self.config.quiescence_timeout
                 self.actions.append(SetTimer(HOLD_TIMER, due))
@@ -371,16 +372,16 @@ class Coordinator:
             self._due_since = self.now
 
     def _checkpoint_due(self) -> bool:
-        if not self.config.durable:
-            return False
-        return self._bytes_since_checkpoint >= self.config.checkpoint_bytes or self._time_due
+        """``checkpoint_bytes`` of log or ``checkpoint_seconds`` since the last checkpoint (or
+        since the last attempt, when the state could not be stored)."""
+        return self._due_since is not None
 
     def _may_checkpoint(self) -> bool:
         return self.replica.quiescent
 
     def _restart_checkpoint_clock(self) -> None:
         self._last_checkpoint = self.now
-        self._time_due = False
+        self._bytes_since_checkpoint = 0
         self._due_since = None
         self.actions.append(SetTimer(CHECKPOINT_TIMER, self.now + self.config.checkpoint_seconds))
 
@@ -426,11 +427,12 @@ class Coordinator:
         actions = self.actions
         lsn = batch.first_lsn
         for record in batch.records:
-            sender = input_sender(record["in"])
+            inp = record["in"]
+            sender = inp.get("from")  # inlined input_sender/input_seq: once per step released
             if sender is not None:
-                seq = input_seq(record["in"])
-                if seq > acks.get(sender, 0):
-                    acks[sender] = seq
+                seq: int = inp["seq"]  # type: ignore[typeddict-item]
+                if seq > acks.get(sender, 0):  # type: ignore[call-overload]
+                    acks[sender] = seq  # type: ignore[index]
             for message in record.get("out", ()):
                 target = message_target(message)
                 box = per_peer.get(target)

@@ -267,3 +267,25 @@ def test_the_key_main_is_refused_to_outside_callers() -> None:
     assert [(a.ok, a.value[0]) for a in answers] == [(False, "BadRequest")]
     assert "reserved" in answers[0].value[1]
     assert c.executor.app.calls == 0  # type: ignore[union-attr]
+
+
+class Unstorable(Immortal):
+    def __init__(self) -> None:
+        self.thing = object()  # the state codec cannot store it
+
+    @rpc
+    def count(self) -> int:
+        return 1
+
+
+def test_an_unstorable_state_is_retried_after_another_interval_not_every_batch() -> None:
+    from runtime._actions import Warn
+
+    c = _coordinator(Unstorable, checkpoint_bytes=150)
+    warnings = []
+    for i in range(8):  # appends of 100 bytes: a checkpoint falls due every second one
+        _call(c, f"k{i}")
+        c.append_done(100)
+        warnings += [a.text for a in _of(c.take(), Warn)]
+    assert all("skipped" in w for w in warnings)
+    assert len(warnings) == 4, warnings  # not one per batch once the first attempt failed
