@@ -38,30 +38,17 @@ INLINE_BATCH = 4  # batches of at most this many steps are made durable on the e
 
 @dataclass(slots=True)
 class NodeConfig:
-    """How an instance runs. Defaults suit production; tests shrink the intervals."""
+    """How an instance runs: its network and output settings, and its coordinator's knobs.
+    Defaults suit production; tests shrink the intervals."""
 
     host: str = "127.0.0.1"
     port: int = 0
-    durable: bool = True
-    checkpoint_bytes: int = 64 * 1024 * 1024
-    checkpoint_seconds: float = 60.0
-    quiescence_timeout: float = 5.0
-    max_batch: int = 4096
-    allow_pickle: bool = False
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     emit_stream: IO[str] | None = None
     emit_tagged: bool = False
     reconnect_max_delay: float = 1.0
     heartbeat_seconds: float = 1.0
     sources: Sources | None = None
-
-    def coordinator_config(self) -> CoordinatorConfig:
-        return CoordinatorConfig(
-            durable=self.durable,
-            checkpoint_bytes=self.checkpoint_bytes,
-            checkpoint_seconds=self.checkpoint_seconds,
-            quiescence_timeout=self.quiescence_timeout,
-            allow_pickle=self.allow_pickle,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +84,7 @@ class Node:
         self.coordinator = Coordinator(
             app.cls,
             name=name,
-            config=self.config.coordinator_config(),
+            config=self.config.coordinator,
             sources=self.config.sources,
         )
         self.executor = self.coordinator.executor
@@ -130,7 +117,7 @@ class Node:
         checkpoint_lsn: int | None = None
         replayed = 0
         skipped: list[str] = []
-        if self.config.durable:
+        if self.config.coordinator.durable:
             checkpoint_lsn, replayed, skipped = self._recover()
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
         sock = self._server.sockets[0].getsockname()
@@ -180,7 +167,7 @@ class Node:
         skipped: list[str] = []
         replayed = 0
         with LogReader(log_dir) as reader:
-            found = reader.newest_checkpoint(allow_pickle=self.config.allow_pickle)
+            found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
             if found is not None:
                 checkpoint_lsn, payload, errors = found
                 skipped = [str(e) for e in errors]

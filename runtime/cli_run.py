@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._apps import load_app
+from ._coordinator import CoordinatorConfig
 from ._home import Home
 from ._node import Node, NodeConfig
 
@@ -43,10 +44,12 @@ def run_command(args: argparse.Namespace) -> int:
     config = NodeConfig(
         host=args.host,
         port=args.port,
-        durable=args.durability == "fsync",
-        checkpoint_seconds=args.checkpoint_seconds,
-        checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
-        allow_pickle=args.allow_pickle,
+        coordinator=CoordinatorConfig(
+            durable=args.durability == "fsync",
+            checkpoint_seconds=args.checkpoint_seconds,
+            checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
+            allow_pickle=args.allow_pickle,
+        ),
         emit_tagged=args.emit_tagged,
     )
     home = Home(Path(args.home))

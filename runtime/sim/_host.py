@@ -204,7 +204,6 @@ class SimNode:
             self._link_delay[peer] = min(delay * 2, 1.0)
             world.after(delay, self.deliver, self.incarnation, self._dial, peer)
             return
-        assert target.coordinator is not None
         mine = Connection(
             me=self.name,
             epoch=self.epoch,
@@ -213,14 +212,7 @@ class SimNode:
             last_from=c.durable_from,
             nonce=world.nonce(),
         )
-        theirs = Connection(
-            me=target.name,
-            epoch=target.epoch,
-            secret=SECRET,
-            initiator=False,
-            last_from=target.coordinator.durable_from,
-            nonce=world.nonce(),
-        )
+        theirs = target.acceptor()
         end = world.network.connect(
             _Bound(self, self.incarnation),
             mine,
@@ -235,6 +227,18 @@ class SimNode:
         target._ends.append(end.other)
         self._links[peer] = end
         end.write(mine.start())
+
+    def acceptor(self) -> Connection:
+        """The protocol state of a connection this incarnation accepts."""
+        assert self.coordinator is not None
+        return Connection(
+            me=self.name,
+            epoch=self.epoch,
+            secret=SECRET,
+            initiator=False,
+            last_from=self.coordinator.durable_from,
+            nonce=self.world.nonce(),
+        )
 
     def on_data(self, end: End, data: bytes) -> None:
         events, reply = end.protocol.receive_data(data)
@@ -381,14 +385,7 @@ class SimCaller:
             world.after(0.05, self._retry, attempt)
             return
         mine = Connection(me=None, epoch=0, secret=SECRET, initiator=True, nonce=world.nonce())
-        theirs = Connection(
-            me=target.name,
-            epoch=target.epoch,
-            secret=SECRET,
-            initiator=False,
-            last_from=target.coordinator.durable_from,
-            nonce=world.nonce(),
-        )
+        theirs = target.acceptor()
         end = world.network.connect(
             self, mine, self.name, "caller", _Bound(target, target.incarnation), theirs, target.name
         )
