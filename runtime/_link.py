@@ -55,7 +55,7 @@ class Link:
     def send(self, messages: list[PeerMessage]) -> None:
         """Write now if open; otherwise the messages wait in the outbox for the next handshake."""
         if self._writer is not None and self._conn is not None:
-            self._writer.write(self._conn.send(msgs(messages)))  # type: ignore[arg-type]
+            self._writer.write(self._conn.send(msgs(messages)))
 
     async def _run(self) -> None:
         owner = self.owner

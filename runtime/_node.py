@@ -30,7 +30,7 @@ from ._executor import Sources
 from ._home import Home, InstanceRecord
 from ._link import Link, QuietWatch, debug, receive, write_message
 from ._protocol import Closed, Connection, Opened, Received
-from ._schema import read_ack, read_checkpoint, read_msgs, result
+from ._schema import ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
@@ -202,30 +202,28 @@ class Node:
             return
         emitted = sent = False
         for action in actions:
-            kind = type(action)
-            if kind is Send:
-                self._link(action.peer).send(action.messages)  # type: ignore[union-attr]
+            if isinstance(action, Send):
+                self._link(action.peer).send(action.messages)
                 sent = True
-            elif kind is Append:
-                self._append(action)  # type: ignore[arg-type]
-            elif kind is Emit:
-                self._print_emits(action.lsn, action.values)  # type: ignore[union-attr]
+            elif isinstance(action, Append):
+                self._append(action)
+            elif isinstance(action, Emit):
+                self._print_emits(action.lsn, action.values)
                 emitted = True
-            elif kind is Answer:
-                writer = action.caller  # type: ignore[union-attr]
-                write_message(writer, result(action.key, action.ok, action.value))  # type: ignore[union-attr]
-            elif kind is Released:
-                self._mark_released(action.lsn)  # type: ignore[union-attr]
-            elif kind is Ack:
-                incoming = self._incoming.get(action.peer)  # type: ignore[union-attr]
+            elif isinstance(action, Answer):
+                write_message(action.caller, result(action.key, action.ok, action.value))
+            elif isinstance(action, Released):
+                self._mark_released(action.lsn)
+            elif isinstance(action, Ack):
+                incoming = self._incoming.get(action.peer)
                 if incoming is not None:
-                    write_message(incoming, {"t": "ack", "upto": action.upto})  # type: ignore[union-attr]
-            elif kind is SetTimer:
-                self._set_timer(action.key, action.due)  # type: ignore[union-attr]
-            elif kind is Connect:
-                self._link(action.peer)  # type: ignore[union-attr]
-            elif kind is Warn:
-                self.log(action.text)  # type: ignore[union-attr]
+                    write_message(incoming, ack(action.upto))
+            elif isinstance(action, SetTimer):
+                self._set_timer(action.key, action.due)
+            elif isinstance(action, Connect):
+                self._link(action.peer)
+            elif isinstance(action, Warn):
+                self.log(action.text)
         if emitted:
             self._emit_stream.flush()
         if sent:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, TypedDict
 
-from ._errors import CheckpointFormatError
+from ._errors import CheckpointFormatError, ProtocolError
 
 # -- step inputs --------------------------------------------------------------------------------
 
@@ -145,6 +145,144 @@ def input_sender(inp: Input) -> str | None:
 def input_seq(inp: Input) -> int:
     seq: int = inp["seq"]  # type: ignore[typeddict-item]
     return seq
+
+
+# -- handshake messages (docs/PROTOCOL.md section 2) --------------------------------------------
+# Their readers raise ProtocolError (the remote side's fault). Types are checked exactly (a bool
+# is not an integer here), before any comparison: a hostile value must not get to raise from
+# inside one.
+
+PROTOCOL_VERSION: Final = 1
+NONCE_BYTES: Final = 16
+
+
+class HelloMessage(TypedDict):
+    t: Literal["hello"]
+    v: int
+    name: str | None  # None for an outside caller
+    epoch: int
+    nonce: bytes
+
+
+class WelcomeMessage(TypedDict):
+    t: Literal["welcome"]
+    v: int
+    name: str | None
+    epoch: int
+    nonce: bytes
+    mac: bytes
+
+
+class AuthMessage(TypedDict):
+    t: Literal["auth"]
+    mac: bytes
+    last: int  # the highest number the sender has durably logged from the other side
+
+
+class ReadyMessage(TypedDict):
+    t: Literal["ready"]
+    last: int
+
+
+class ErrorMessage(TypedDict):
+    t: Literal["error"]
+    why: str
+
+
+def hello(name: str | None, epoch: int, nonce: bytes) -> HelloMessage:
+    return {"t": "hello", "v": PROTOCOL_VERSION, "name": name, "epoch": epoch, "nonce": nonce}
+
+
+def welcome(name: str | None, epoch: int, nonce: bytes, mac: bytes) -> WelcomeMessage:
+    return {
+        "t": "welcome",
+        "v": PROTOCOL_VERSION,
+        "name": name,
+        "epoch": epoch,
+        "nonce": nonce,
+        "mac": mac,
+    }
+
+
+def auth(mac: bytes, last: int) -> AuthMessage:
+    return {"t": "auth", "mac": mac, "last": last}
+
+
+def ready(last: int) -> ReadyMessage:
+    return {"t": "ready", "last": last}
+
+
+def error(why: str) -> ErrorMessage:
+    return {"t": "error", "why": why}
+
+
+def _check_version(message: dict[str, Any]) -> int:
+    version = message.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION})"
+        )
+    return version
+
+
+def _check_name(message: dict[str, Any]) -> str | None:
+    name = message.get("name")
+    if not (name is None or (type(name) is str and name)):
+        raise ProtocolError(f"{message['t']}: name must be a non-empty string or null")
+    return name
+
+
+def _check_epoch(message: dict[str, Any]) -> int:
+    epoch = message.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        raise ProtocolError(f"{message['t']}: epoch must be a non-negative integer")
+    return epoch
+
+
+def _check_nonce(message: dict[str, Any]) -> bytes:
+    nonce = message.get("nonce")
+    if type(nonce) is not bytes or len(nonce) != NONCE_BYTES:
+        raise ProtocolError(f"{message['t']}: nonce must be {NONCE_BYTES} bytes")
+    return nonce
+
+
+def _check_mac(message: dict[str, Any]) -> bytes:
+    mac = message.get("mac")
+    if type(mac) is not bytes:
+        raise ProtocolError(f"{message['t']}: mac must be bytes")
+    return mac
+
+
+def _check_last(message: dict[str, Any]) -> int:
+    last = message.get("last")
+    if type(last) is not int or last < 0:
+        raise ProtocolError(f"{message['t']}: last must be a non-negative integer")
+    return last
+
+
+def read_hello(message: dict[str, Any]) -> HelloMessage:
+    _check_version(message)
+    return hello(_check_name(message), _check_epoch(message), _check_nonce(message))
+
+
+def read_welcome(message: dict[str, Any]) -> WelcomeMessage:
+    _check_version(message)
+    return welcome(
+        _check_name(message), _check_epoch(message), _check_nonce(message), _check_mac(message)
+    )
+
+
+def read_auth(message: dict[str, Any]) -> AuthMessage:
+    return auth(_check_mac(message), _check_last(message))
+
+
+def read_ready(message: dict[str, Any]) -> ReadyMessage:
+    return ready(_check_last(message))
+
+
+def read_error(message: dict[str, Any]) -> str:
+    """Why the peer closes (whatever it sent, as text)."""
+    return str(message.get("why"))
 
 
 # -- wire messages (after the handshake; docs/PROTOCOL.md section 4) -------------------------

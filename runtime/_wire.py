@@ -10,6 +10,7 @@ peer cannot make us allocate by claiming a huge frame.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any, Final
 
 from logformat import ValueCodecError, pack_value, unpack_value
@@ -20,7 +21,7 @@ MAX_MESSAGE: Final = 64 * 1024 * 1024
 _LEN: Final = struct.Struct("<I")
 
 
-def encode_message(message: dict[str, Any]) -> bytes:
+def encode_message(message: Mapping[str, Any]) -> bytes:
     """One message as bytes on the wire. ValueCodecError if it holds an unstorable value."""
     body = pack_value(message)
     if len(body) > MAX_MESSAGE:

@@ -676,3 +676,29 @@ def test_a_nan_version_is_a_remote_error(initiator: bool) -> None:
     bad = {"t": t, "v": decimal.Decimal("sNaN"), "name": "x", "epoch": 1, "nonce": b"n" * 16}
     events, _reply = conn.receive_data(encode_message(bad))
     assert conn.state is State.CLOSED and len(events) == 1 and isinstance(events[0], Closed)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", 5),
+        ("name", ["x"]),
+        ("name", ""),
+        ("epoch", True),
+        ("epoch", -1),
+        ("nonce", "n" * 16),
+    ],
+)
+@pytest.mark.parametrize("initiator", [False, True], ids=["hello", "welcome"])
+def test_a_field_of_the_wrong_type_is_a_remote_error(
+    initiator: bool, field: str, value: Any
+) -> None:
+    """Each field is type-checked before use: a welcome whose name was an int once raised
+    AttributeError out of receive_data (found while moving the readers into runtime._schema)."""
+    conn = Connection(me="server", epoch=1, secret=b"s" * 32, initiator=initiator)
+    conn.start()
+    message = {"t": "welcome" if initiator else "hello", "v": 1, "name": "x", "epoch": 1}
+    message |= {"nonce": b"n" * 16, "mac": b"m" * 32, field: value}
+    events, reply = conn.receive_data(encode_message(message))
+    assert conn.state is State.CLOSED and len(events) == 1 and isinstance(events[0], Closed)
+    assert field in events[0].reason and reply

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .._actions import Ack, Answer, Append, Connect, Emit, Released, Send, SetTimer, Warn
+from .._actions import Ack, Answer, Append, Connect, Emit, Released, Send, SetTimer
 from .._api import Immortal
 from .._coordinator import Coordinator, CoordinatorConfig
 from .._executor import Sources
@@ -126,31 +126,29 @@ class SimNode:
                 self.crash(f"before {action!r}")
                 return
             world.trace(f"{self.name}: {action!r}")
-            kind = type(action)
-            if kind is Append:
-                self._append(action)  # type: ignore[arg-type]
-            elif kind is Send:
-                end = self._link(action.peer)  # type: ignore[union-attr]
+            if isinstance(action, Append):
+                self._append(action)
+            elif isinstance(action, Send):
+                end = self._link(action.peer)
                 if end is not None and end.info.get("ready"):
-                    end.write(end.protocol.send(msgs(action.messages)))  # type: ignore[arg-type, union-attr]
-            elif kind is Connect:
-                self._link(action.peer)  # type: ignore[union-attr]
-            elif kind is Answer:
-                caller: End = action.caller  # type: ignore[union-attr]
-                caller.write(caller.protocol.send(result(action.key, action.ok, action.value)))  # type: ignore[arg-type, union-attr]
-            elif kind is Emit:
-                for index, value in enumerate(action.values):  # type: ignore[union-attr]
-                    self.printed.append((action.lsn, index, value))  # type: ignore[union-attr]
-            elif kind is Released:
-                self.log.write_released(action.lsn, world.rng)  # type: ignore[union-attr]
-            elif kind is Ack:
-                incoming = self._incoming.get(action.peer)  # type: ignore[union-attr]
+                    end.write(end.protocol.send(msgs(action.messages)))
+            elif isinstance(action, Connect):
+                self._link(action.peer)
+            elif isinstance(action, Answer):
+                caller: End = action.caller
+                caller.write(caller.protocol.send(result(action.key, action.ok, action.value)))
+            elif isinstance(action, Emit):
+                for index, value in enumerate(action.values):
+                    self.printed.append((action.lsn, index, value))
+            elif isinstance(action, Released):
+                self.log.write_released(action.lsn, world.rng)
+            elif isinstance(action, Ack):
+                incoming = self._incoming.get(action.peer)
                 if incoming is not None and incoming.open:
-                    incoming.write(incoming.protocol.send(ack(action.upto)))  # type: ignore[arg-type, union-attr]
-            elif kind is SetTimer:
-                self._set_timer(action.key, action.due)  # type: ignore[union-attr]
-            elif kind is Warn:
-                pass  # traced above
+                    incoming.write(incoming.protocol.send(ack(action.upto)))
+            elif isinstance(action, SetTimer):
+                self._set_timer(action.key, action.due)
+            # Warn: the trace line above is all it needs here.
 
     def _append(self, batch: Append) -> None:
         written = self.log.begin(batch)
