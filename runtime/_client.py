@@ -16,6 +16,7 @@ from typing import Any
 from ._errors import CallTimeoutError, RemoteError
 from ._home import Home
 from ._protocol import Closed, Connection, Opened, Received
+from ._schema import call, read_result
 
 
 class Client:
@@ -64,12 +65,14 @@ class Client:
     ) -> tuple[bool, Any]:
         sock, conn = self._connect(name, deadline)
         sock.settimeout(self._socket_timeout(deadline))
-        sock.sendall(conn.send({"t": "call", "id": key, "m": method, "a": args}))
+        sock.sendall(conn.send(call(key, method, args)))
         while True:
             for event in self._read(sock, conn):
                 message = event.message if isinstance(event, Received) else {}
-                if message.get("t") == "result" and message.get("id") == key:
-                    return bool(message["ok"]), message.get("v")
+                if message.get("t") == "result":
+                    answered, ok, value = read_result(message)
+                    if answered == key:
+                        return ok, value
 
     def _connect(self, name: str, deadline: float) -> tuple[socket.socket, Connection]:
         cached = self._sockets.get(name)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from ._home import Home
 from ._protocol import Closed, Connection, Event, Opened, Received
-from ._schema import PeerMessage, msgs, read_ack
+from ._schema import PING, PeerMessage, msgs, read_ack
 from ._wire import encode_message
 
 
@@ -107,7 +107,7 @@ class Link:
             if periods >= 3:
                 writer.close()  # the pending read ends; _run reconnects
             elif self._conn is not None:
-                writer.write(conn.send({"t": "ping"}))
+                writer.write(conn.send(PING))
 
         watch = QuietWatch(beat, on_quiet)
         try:

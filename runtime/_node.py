@@ -30,7 +30,7 @@ from ._executor import Sources
 from ._home import Home, InstanceRecord
 from ._link import Link, QuietWatch, debug, receive, write_message
 from ._protocol import Closed, Connection, Opened, Received
-from ._schema import ack, read_ack, read_checkpoint, read_msgs, result
+from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
@@ -412,7 +412,7 @@ class Node:
             if upto is not None:
                 coordinator.ack_received(peer, upto)
         elif t == "ping":
-            write_message(writer, {"t": "pong"})
+            write_message(writer, PONG)
         return None
 
     # -- stopping --------------------------------------------------------------------------------

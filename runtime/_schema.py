@@ -312,6 +312,19 @@ class ResultMessage(TypedDict):
     v: Any
 
 
+class PingMessage(TypedDict):
+    t: Literal["ping", "pong"]
+
+
+PING: Final[PingMessage] = {"t": "ping"}
+PONG: Final[PingMessage] = {"t": "pong"}
+
+
+def call(key: str | bytes, method: str, args: list[Any]) -> CallMessage:
+    """An outside caller's call; ``key`` is its idempotency key."""
+    return {"t": "call", "id": key, "m": method, "a": args}
+
+
 def msgs(batch: list[PeerMessage]) -> MsgsMessage:
     return {"t": "msgs", "b": batch}
 

@@ -17,7 +17,16 @@ from .._api import Immortal
 from .._coordinator import Coordinator, CoordinatorConfig
 from .._executor import Sources
 from .._protocol import Closed, Connection, Opened, Received
-from .._schema import ack, msgs, read_ack, read_checkpoint, read_msgs, read_result, result
+from .._schema import (
+    ack,
+    call,
+    msgs,
+    read_ack,
+    read_checkpoint,
+    read_msgs,
+    read_result,
+    result,
+)
 from ._log import SimLog
 from ._net import End
 
@@ -408,10 +417,10 @@ class SimCaller:
         for event in events:
             if isinstance(event, Opened):
                 key, tag = self.plan[self.index]
-                call = {"t": "call", "id": key, "m": "inc", "a": [self.name, tag]}
-                end.write(end.protocol.send(call))
+                request = call(key, "inc", [self.name, tag])
+                end.write(end.protocol.send(request))
                 if self.world.faulty and self.world.rng.random() < 0.1:
-                    end.write(end.protocol.send(call))  # an impatient caller sends it twice
+                    end.write(end.protocol.send(request))  # an impatient caller sends it twice
             elif isinstance(event, Received) and event.message.get("t") == "result":
                 key, ok, value = read_result(event.message)
                 self.answers.setdefault(str(key), []).append((ok, value))
