@@ -462,6 +462,7 @@ class Coordinator:
                 actions.append(SetTimer(ACK_TIMER, self.now + self.config.ack_delay))
 
     def _answer(self, key: Any, ok: bool, value: Any) -> None:
+        self._result_lsn.pop(key, None)  # durable now: known_result alone answers retries
         if key == MAIN_KEY:
             if not ok:
                 self.actions.append(Warn(f"{self.name}: main() raised {value[0]}: {value[1]}"))

@@ -289,3 +289,15 @@ def test_an_unstorable_state_is_retried_after_another_interval_not_every_batch()
         warnings += [a.text for a in _of(c.take(), Warn)]
     assert all("skipped" in w for w in warnings)
     assert len(warnings) == 4, warnings  # not one per batch once the first attempt failed
+
+
+def test_what_is_kept_per_outside_key_is_released_once_durable() -> None:
+    """Only a result not yet durable needs its LSN remembered (it was kept forever: a leak)."""
+    c = _coordinator()
+    _durable(c)
+    for i in range(50):
+        _call(c, f"key-{i}")
+        _durable(c)
+    assert c._result_lsn == {}  # the only private read here: it is what leaked
+    _call(c, "key-3", caller="late retry")  # still answered from the durable result
+    assert [a.value for a in _of(c.take(), Answer)] == [4]
