@@ -80,7 +80,12 @@ def run_seed(
     faults = Faults.swarm(random.Random(f"faults:{seed}"))
     _ref_world, reference = _world(seed, name, Faults(), Coordinator, None)
     lines: list[str] = []
-    world, seen = _world(seed, name, faults, coordinator_cls, lines.append if keep_trace else None)
+    try:
+        world, seen = _world(
+            seed, name, faults, coordinator_cls, lines.append if keep_trace else None
+        )
+    except Exception as exc:  # the runtime raised (a recovery that no longer replays, say)
+        return SeedResult(seed, name, faults.describe(), [f"raised {exc!r}"], trace=lines)
     problems = compare(reference, seen)
     if not reference.settled:
         problems.insert(0, "the failure-free run itself did not settle (a workload bug)")

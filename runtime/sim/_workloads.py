@@ -38,7 +38,10 @@ def _pair(world: World, rng: random.Random) -> None:
 def _chain(world: World, rng: random.Random) -> None:
     world.add_node("c", Counter)
     world.add_node("b", Relay)
+    # Two heads: b gets calls while its handler for another waits for c, so checkpoints due
+    # at b must hold new calls until it is quiescent.
     world.add_node(f"a-calls-b-{_n(rng)}", Caller)
+    world.add_node(f"z-calls-b-{_n(rng)}", Caller)
 
 
 def _fanin(world: World, rng: random.Random) -> None:
@@ -73,6 +76,7 @@ def _mixed(world: World, rng: random.Random) -> None:
     world.add_node("c", Counter)
     world.add_node("b", Relay)
     world.add_node(f"a-calls-b-{_n(rng)}", Caller)
+    world.add_node(f"z-calls-b-{_n(rng)}", Caller)
     for kind in ("calls", "sleeps", "posts", "raises"):
         world.add_node(f"m-{kind}-server-{_n(rng)}", Caller)
     world.callers.append(_caller(world, "ext1", "server", _n(rng)))
@@ -88,7 +92,7 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload("pair", "the seed's counter pair: a client calls a server", _pair),
-        Workload("chain", "a calls b, which calls c before answering", _chain),
+        Workload("chain", "a and z call b, which calls c before answering", _chain),
         Workload("fanin", "three clients call one server", _fanin),
         Workload("outside", "outside callers with retries and idempotency keys", _outside),
         Workload("timers", "a client that sleeps (durable timers) between calls", _timers),
