@@ -42,25 +42,46 @@ from logformat import ValueCodecError, pack_value
 from . import _sandbox as sandbox
 from ._api import Immortal, PendingReply, RuntimeAwaitable, TimerWait, rpc_methods
 from ._errors import NondeterminismError, RemoteError, SandboxError, UnknownMethodError
-from ._schema import call_message, reply_message
+from ._schema import MAX_VALUE_BYTES, call_message, reply_message
 
-_PLAIN_TYPES = frozenset((int, float, str, bool, type(None), bytes))
+_SCALARS = frozenset((int, float, bool, type(None)))
 
 Origin = tuple[Any, Any, bool]  # (caller, key, wants_reply); caller None is main()
 
 
-def _encodable(value: Any) -> bool:
-    """Whether ``value`` can be stored; plain values (and lists of them) skip a trial encode."""
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored and sent (None: it can).
+
+    A value must pack with the log's codec and stay within ``MAX_VALUE_BYTES``, so that no
+    message is ever logged that the wire could not carry. Scalars, strings and short lists of
+    them are judged by their lengths (UTF-8 takes at most 4 bytes a character); anything else
+    is packed once to find out.
+    """
     kind = type(value)
-    if kind in _PLAIN_TYPES:
-        return True
-    if kind is list and all(type(v) in _PLAIN_TYPES for v in value):
-        return True
+    if kind in _SCALARS:
+        return None
+    if kind is str or kind is bytes:
+        if len(value) * 4 <= MAX_VALUE_BYTES:
+            return None
+    elif kind is list and len(value) <= 64:
+        budget = MAX_VALUE_BYTES // 4
+        for item in value:
+            item_kind = type(item)
+            if item_kind in _SCALARS:
+                continue
+            if item_kind is not str and item_kind is not bytes:
+                break
+            budget -= len(item)
+        else:
+            if budget >= 0:
+                return None
     try:
-        pack_value(value)
+        size = len(pack_value(value))
     except ValueCodecError:
-        return False
-    return True
+        return f"a {kind.__name__}, which cannot be stored or sent"
+    if size > MAX_VALUE_BYTES:
+        return f"{size:,} bytes packed, over the {MAX_VALUE_BYTES:,} a value may have"
+    return None
 
 
 @dataclass(slots=True)
@@ -128,10 +149,9 @@ class StepContext:
         return int(self._nondeterministic("seed", self.executor.sources.new_seed))
 
     def emit(self, value: Any) -> None:
-        if not _encodable(value):
-            raise ValueCodecError(
-                f"emit() got a value of type {type(value).__name__} that cannot be stored"
-            )
+        why = _unstorable(value)
+        if why is not None:
+            raise ValueCodecError(f"emit() got {why}")
         self.emits.append(value)
 
     def send_call(
@@ -140,8 +160,9 @@ class StepContext:
         if not isinstance(target, str) or not target:
             raise ValueError("an instance name must be a non-empty string")
         args_list = list(args)
-        if not _encodable(args_list):
-            raise ValueCodecError(f"arguments of {target}.{method}() cannot be stored or sent")
+        why = _unstorable(args_list)
+        if why is not None:
+            raise ValueCodecError(f"the arguments of {target}.{method}() are {why}")
         seq = self.executor.next_seq(target)
         self.out.append(call_message(target, seq, method, args_list, wants_reply))
         return PendingReply(("r", target, seq)) if wants_reply else None
@@ -362,13 +383,9 @@ class Executor:
         caller, key, wants_reply = origin
         if not wants_reply:
             return
-        if ok and not _encodable(value):
-            ok, value = (
-                False,
-                ValueCodecError(
-                    f"the handler returned a {type(value).__name__}, which cannot be sent or stored"
-                ),
-            )
+        why = _unstorable(value) if ok else None
+        if why is not None:
+            ok, value = False, ValueCodecError(f"the handler returned {why}")
         if not ok:
             value = [type(value).__name__, str(value)]
         if caller is None:

@@ -85,6 +85,10 @@ StepRecord = TypedDict(
 )
 """One step as the log stores it. Only ``in`` is always present."""
 
+MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+"""The most a value a step produces (call arguments, a result, an emit) may take packed: a
+quarter of the wire's message limit, so every logged message can be sent, batches included."""
+
 CALL: Final = "c"
 REPLY: Final = "r"
 MAIN_KEY: Final = "main"  # the result key of main()
