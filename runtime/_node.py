@@ -34,6 +34,7 @@ from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
+EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
 
 
 @dataclass(slots=True)
@@ -201,6 +202,8 @@ class Node:
         if not actions:
             return
         emitted = sent = False
+        released: int | None = None
+        unprintable: Exception | None = None
         for action in actions:
             if isinstance(action, Send):
                 self._link(action.peer).send(action.messages)
@@ -208,12 +211,16 @@ class Node:
             elif isinstance(action, Append):
                 self._append(action)
             elif isinstance(action, Emit):
-                self._print_emits(action.lsn, action.values)
+                if unprintable is None:
+                    try:
+                        self._print_emits(action.lsn, action.values)
+                    except (OSError, ValueError) as exc:  # a closed pipe, a full disk
+                        unprintable = exc
                 emitted = True
             elif isinstance(action, Answer):
                 write_message(action.caller, result(action.key, action.ok, action.value))
             elif isinstance(action, Released):
-                self._mark_released(action.lsn)
+                released = action.lsn  # marked once the lines are flushed, below
             elif isinstance(action, Ack):
                 incoming = self._incoming.get(action.peer)
                 if incoming is not None:
@@ -224,10 +231,32 @@ class Node:
                 self._link(action.peer)
             elif isinstance(action, Warn):
                 self.log(action.text)
-        if emitted:
-            self._emit_stream.flush()
+        if emitted and unprintable is None:
+            try:
+                self._emit_stream.flush()
+            except (OSError, ValueError) as exc:
+                unprintable = exc
+        if unprintable is not None:
+            self._cannot_print(unprintable)
+        if released is not None:
+            self._mark_released(released)
         if sent:
             faults.hit("after-send")
+
+    def _cannot_print(self, exc: Exception) -> None:
+        """Emits cannot be written: stop, so that a restart prints them (never a silent hang).
+
+        Messages, results and acknowledgements of the batch have gone out already: they do not
+        depend on the emit stream. The released mark stays where it was, so the restart prints
+        every line that may not have reached the stream (at least once; ``--emit-tagged`` lets
+        a consumer drop repeats).
+        """
+        self.log(
+            f"{self.name}: cannot write emits to stdout ({exc!r}); stopping. Restart the "
+            "instance with a working stdout: it prints the lines that were not written"
+        )
+        self.stopping = True
+        os._exit(EXIT_CANNOT_PRINT)
 
     def _append(self, batch: Append) -> None:
         loop = asyncio.get_running_loop()
