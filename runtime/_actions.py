@@ -19,6 +19,8 @@ A driver's duties per action:
                 durable here (drop it if the peer has no connection to us now).
 ``SetTimer``    call ``timer_fired(key)`` once the clock reaches ``due`` (replacing an earlier
                 timer with the same key).
+``LookUp``      find the call and outcome the log holds for an outside key (only asked of a
+                driver with ``look_up_keys``) and report ``key_looked_up(key, LookedUp | None)``.
 ``Warn``        show a diagnostic line to the operator.
 """
 
@@ -133,6 +135,30 @@ class SetTimer:
         return f"SetTimer({self.key!r}, {self.due:.3f})"
 
 
+class LookUp:
+    """Find in the log what an outside call with this key did (answer with ``key_looked_up``)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"LookUp({self.key!r})"
+
+
+class LookedUp:
+    """What the log holds for a key: the call (method, arguments) and its outcome."""
+
+    __slots__ = ("args", "method", "ok", "value")
+
+    def __init__(self, method: str, args: list[Any], ok: bool, value: Any) -> None:
+        self.method = method
+        self.args = args
+        self.ok = ok
+        self.value = value
+
+
 class Warn:
     __slots__ = ("text",)
 
@@ -143,7 +169,7 @@ class Warn:
         return f"Warn({self.text!r})"
 
 
-Action = Append | Send | Connect | Answer | Emit | Released | Ack | SetTimer | Warn
+Action = Append | Send | Connect | Answer | Emit | Released | Ack | SetTimer | LookUp | Warn
 
 # Needed by drivers that store records they appended (the simulator's log).
 __all__ = [
@@ -156,6 +182,8 @@ __all__ = [
     "Append",
     "Connect",
     "Emit",
+    "LookUp",
+    "LookedUp",
     "Released",
     "Send",
     "SetTimer",

@@ -16,7 +16,7 @@ from typing import Any
 from ._errors import CallTimeoutError, RemoteError
 from ._home import Home
 from ._protocol import Closed, Connection, Opened, Received
-from ._schema import call, read_result
+from ._schema import MAIN_KEY, MAX_KEY_LENGTH, call, read_result
 
 
 class Client:
@@ -34,7 +34,13 @@ class Client:
         CallTimeoutError when no answer came within ``timeout`` seconds; the call may or may
         not have run, and calling again with the same ``key`` runs it at most once.
         """
-        key = key or uuid.uuid4().hex
+        if key is None:
+            key = uuid.uuid4().hex
+        elif not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or key == MAIN_KEY:
+            raise ValueError(
+                f"an idempotency key must be a string of 1 to {MAX_KEY_LENGTH} characters other "
+                f"than {MAIN_KEY!r}, not {key!r}"
+            )
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
         while time.monotonic() < deadline:
@@ -49,6 +55,7 @@ class Client:
                 return value
             raise RemoteError(str(value[0]), str(value[1]))
         raise CallTimeoutError(
+            key,
             f"calling {name}.{method} got no answer within {self.timeout:g} s ({last_problem}). "
             f"It may or may not have run: check that {name!r} is running (`immortals log info "
             f"{name} --home {self.home.path}` says whether a process writes its log), then call "

@@ -59,6 +59,8 @@ from ._actions import (
     Append,
     Connect,
     Emit,
+    LookedUp,
+    LookUp,
     Released,
     Send,
     SetTimer,
@@ -70,15 +72,18 @@ from ._replica import Replica
 from ._schema import (
     MAIN_KEY,
     CheckpointPayload,
+    OutsideCallInput,
     PeerMessage,
     StepRecord,
     as_input,
+    call_fingerprint,
     input_sender,
     input_seq,
     message_seq,
     message_target,
     read_call,
 )
+from ._streams import DEFAULT_RESULT_CACHE
 
 NO_CHECKPOINT_WARNING_EVERY = 60.0  # seconds between two "no checkpoint" warnings
 
@@ -93,6 +98,8 @@ class CoordinatorConfig:
     quiescence_timeout: float = 5.0
     ack_delay: float = 0.005
     allow_pickle: bool = False
+    result_cache: int = DEFAULT_RESULT_CACHE  # outside results kept in memory (and checkpoints)
+    look_up_keys: bool = False  # the driver can find older keys' results in the log (LookUp)
 
 
 class Coordinator:
@@ -108,7 +115,9 @@ class Coordinator:
     ) -> None:
         self.name = name
         self.config = config or CoordinatorConfig()
-        self.replica = Replica(app_cls, name=name, sources=sources)
+        self.replica = Replica(
+            app_cls, name=name, sources=sources, result_cache=self.config.result_cache
+        )
         self.executor = self.replica.executor
         self.streams = self.replica.streams
         self.actions: list[Action] = []
@@ -122,6 +131,7 @@ class Coordinator:
         self._held: deque[dict[str, Any]] = deque()  # calls held back until a checkpoint
         self._held_upto: dict[str, int] = {}
         self._waiters: dict[Any, list[Any]] = {}  # outside call key -> callers waiting
+        self._lookups: dict[Any, tuple[bytes, OutsideCallInput]] = {}  # key -> (fingerprint, call)
         self._result_lsn: dict[Any, int] = {}  # outside call key -> LSN of its result
         self._durable_in: dict[str, int] = {}  # per peer: highest number durably logged
         self._acks_due: dict[str, int] = {}
@@ -213,14 +223,47 @@ class Coordinator:
             self.actions.append(Answer(caller, message.get("id"), False, ["BadRequest", inp]))
             return
         key = inp["id"]
+        wanted = call_fingerprint(inp["m"], inp["a"])
+        first = self.streams.fingerprint(key)
+        if first is None and key in self._lookups:
+            first = self._lookups[key][0]
+        if first is not None and first != wanted:
+            self.actions.append(Answer(caller, key, False, _reused(key, inp)))
+            return
         known = self.streams.known_result(key)
         if known is not None and self._result_lsn.get(key, 0) <= self.durable_lsn:
             self.actions.append(Answer(caller, key, known[0], known[1]))
             return
         waiting = self._waiters.setdefault(key, [])
         waiting.append(caller)
-        if known is None and key not in self.streams.running and len(waiting) == 1:
-            self._submit(inp)  # type: ignore[arg-type]
+        if known is not None or key in self.streams.running or len(waiting) > 1:
+            return  # its result is coming: every waiter gets it
+        if self.config.look_up_keys:
+            # Not among the recent results: the log may still hold it (an older call).
+            self._lookups[key] = (wanted, inp)
+            self.actions.append(LookUp(key))
+            return
+        self._submit(inp)  # type: ignore[arg-type]
+
+    def key_looked_up(self, key: Any, found: LookedUp | str | None) -> None:
+        """The driver's answer to ``LookUp(key)``: the call and outcome the log holds for it
+        (within the key retention); None when it never ran (then it runs now); or why its
+        outcome can no longer be given (the log was trimmed past it)."""
+        wanted, inp = self._lookups.pop(key)
+        waiting = self._waiters.get(key, [])
+        if found is None:
+            if waiting:
+                self._submit(inp)  # type: ignore[arg-type]  # an input is a dict to the executor
+            return
+        self._waiters.pop(key, None)
+        if isinstance(found, str):
+            outcome: tuple[bool, Any] = (False, ["ResultExpiredError", found])
+        elif call_fingerprint(found.method, found.args) == wanted:
+            outcome = (found.ok, found.value)
+        else:
+            outcome = (False, _reused(key, inp))
+        for caller in waiting:
+            self.actions.append(Answer(caller, key, *outcome))
 
     def timer_fired(self, key: Any) -> None:
         """A timer the coordinator set (``SetTimer``) is due."""
@@ -480,3 +523,13 @@ class Coordinator:
         if tid not in self._app_timers:
             self._app_timers.add(tid)
             self.actions.append(SetTimer(("app", tid), due))
+
+
+def _reused(key: Any, inp: OutsideCallInput) -> list[str]:
+    """The error outcome for a key reused with another method or other arguments."""
+    return [
+        "KeyReusedError",
+        f"the idempotency key {key!r} was first used for another call than {inp['m']}(...) "
+        "with these arguments; a retry must repeat the call exactly, and a new call needs a "
+        "new key",
+    ]

@@ -88,8 +88,16 @@ class InstanceError(ImmortalsError):
 class CallTimeoutError(InstanceError):
     """A call from outside got no answer in time (the instance is down, busy, or unreachable).
 
-    The call may or may not have run: retrying with the same idempotency key is always safe.
+    The call may or may not have run: retrying with the same idempotency key (``key``) is always
+    safe, for as long as the instance remembers keys (24 hours by default).
     """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CallTimeoutError, (self.key, str(self)))
 
 
 class PeerError(ImmortalsError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -19,15 +20,35 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from logformat import LogLockedError, LogMeta, LogReader, LogWriter, seal_checkpoint
+from logformat import (
+    LogLockedError,
+    LogMeta,
+    LogReader,
+    LogWriter,
+    LsnOutOfRangeError,
+    seal_checkpoint,
+)
 
 from . import _faults as faults
-from ._actions import Ack, Answer, Append, Connect, Emit, Released, Send, SetTimer, Warn
+from ._actions import (
+    Ack,
+    Answer,
+    Append,
+    Connect,
+    Emit,
+    LookedUp,
+    LookUp,
+    Released,
+    Send,
+    SetTimer,
+    Warn,
+)
 from ._apps import LoadedApp
 from ._coordinator import Coordinator, CoordinatorConfig
 from ._errors import InstanceError
 from ._executor import Sources
 from ._home import Home, InstanceRecord
+from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Link, QuietWatch, debug, receive, write_message
 from ._protocol import Closed, Connection, Opened, Received
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
@@ -45,6 +66,7 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    key_retention: float = DEFAULT_RETENTION  # seconds an outside call's key is remembered
     emit_stream: IO[str] | None = None
     emit_tagged: bool = False
     reconnect_max_delay: float = 1.0
@@ -82,10 +104,11 @@ class Node:
         self.name = name
         self.home = home
         self.config = config or NodeConfig()
+        knobs = self.config.coordinator
         self.coordinator = Coordinator(
             app.cls,
             name=name,
-            config=self.config.coordinator,
+            config=dataclasses.replace(knobs, look_up_keys=knobs.durable),  # the log answers
             sources=self.config.sources,
         )
         self.executor = self.coordinator.executor
@@ -103,6 +126,8 @@ class Node:
         self._timers: dict[Any, asyncio.TimerHandle] = {}
         self._server: asyncio.Server | None = None
         self._released_fd = -1
+        self._keys: KeyIndex | None = None
+        self._key_reader: LogReader | None = None
         self._emit_stream = self.config.emit_stream or sys.stdout
 
     @property
@@ -120,6 +145,7 @@ class Node:
         skipped: list[str] = []
         if self.config.coordinator.durable:
             checkpoint_lsn, replayed, skipped = self._recover()
+            self._open_keys()
         self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
         sock = self._server.sockets[0].getsockname()
         self.address = f"{sock[0]}:{sock[1]}"
@@ -229,6 +255,8 @@ class Node:
                 self._set_timer(action.key, action.due)
             elif isinstance(action, Connect):
                 self._link(action.peer)
+            elif isinstance(action, LookUp):
+                asyncio.get_running_loop().call_soon(self._look_up, action.key)
             elif isinstance(action, Warn):
                 self.log(action.text)
         if emitted and unprintable is None:
@@ -285,6 +313,9 @@ class Node:
             raise RuntimeError(
                 f"log at LSN {appended.first_lsn}, batch starts at {batch.first_lsn}"
             )
+        keys = self._keys
+        if keys is not None and any("rep" in r or "id" in r["in"] for r in batch.records):
+            keys.add(batch.first_lsn, batch.records)  # durable now: retries can find them
         if batch.checkpoint is not None:
             codec, packed = batch.checkpoint
             lsn = batch.last_lsn
@@ -326,6 +357,40 @@ class Node:
         self._timers.pop(key, None)
         self.coordinator.advance(time.time())
         self.coordinator.timer_fired(key)
+        self._do()
+
+    # -- outside callers' keys -----------------------------------------------------------------------
+
+    def _open_keys(self) -> None:
+        """Open the key index and catch it up with the log (it is a cache of the log)."""
+        log_dir = self.home.log_dir(self.name)
+        self._keys = KeyIndex(log_dir, retention=self.config.key_retention)
+        self._key_reader = LogReader(log_dir)
+        self._keys.catch_up(self._key_reader)
+
+    def _look_up(self, key: Any) -> None:
+        """The coordinator asks what the log holds for an outside key it no longer remembers."""
+        found: LookedUp | str | None = None
+        where = self._keys.find(key) if self._keys is not None else None
+        reader = self._key_reader
+        if where is not None and where[1] and reader is not None:
+            call_lsn, result_lsn = where
+            if result_lsn > reader.last_lsn:
+                reader.refresh()
+            try:
+                call_input = reader.read(call_lsn).value["in"]
+                outcomes = reader.read(result_lsn).value.get("rep", ())
+            except LsnOutOfRangeError:
+                found = (
+                    f"the outcome of the call with key {key!r} is no longer in the log (trimmed "
+                    "before the key's retention ran out); the call may have run: check before "
+                    "calling again with a new key"
+                )
+            else:
+                for answered, ok, value in outcomes:
+                    if answered == key:
+                        found = LookedUp(call_input["m"], call_input.get("a", []), ok, value)
+        self.coordinator.key_looked_up(key, found)
         self._do()
 
     # -- connections -------------------------------------------------------------------------------
@@ -472,6 +537,10 @@ class Node:
             self._fire_timer("ack")  # acknowledge what is durable before going
         if self._writer is not None:
             self._writer.close()
+        if self._keys is not None:
+            self._keys.close()
+        if self._key_reader is not None:
+            self._key_reader.close()
         if self._released_fd >= 0:
             os.close(self._released_fd)
             self._released_fd = -1

@@ -15,7 +15,10 @@ rather than guessing.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Final, Literal, TypedDict
+
+from logformat import pack_value
 
 from ._errors import CheckpointFormatError, ProtocolError
 
@@ -91,7 +94,8 @@ quarter of the wire's message limit, so every logged message can be sent, batche
 
 CALL: Final = "c"
 REPLY: Final = "r"
-MAIN_KEY: Final = "main"  # the result key of main()
+MAIN_KEY: Final = "main"  # the result key of main(): reserved, refused as an outside key
+MAX_KEY_LENGTH: Final = 256
 
 
 def call_message(
@@ -375,9 +379,17 @@ def read_call(message: dict[str, Any]) -> OutsideCallInput | str:
         or not isinstance(args, list)
     ):
         return "call needs id (str or bytes), m (str), a (list)"
+    if not key or len(key) > MAX_KEY_LENGTH:
+        return f"an idempotency key must be 1 to {MAX_KEY_LENGTH} characters or bytes"
     if key == MAIN_KEY:  # the log records main()'s outcome under this key
         return f"the idempotency key {MAIN_KEY!r} is reserved; use any other key"
     return {"k": "call", "id": key, "m": method, "a": args}
+
+
+def call_fingerprint(method: str, args: list[Any]) -> bytes:
+    """What identifies an outside call beyond its key: a retry must carry the same method and
+    arguments, or it is a different call that reused a key (refused, as Stripe does)."""
+    return hashlib.blake2b(pack_value([method, args]), digest_size=8).digest()
 
 
 def read_result(message: dict[str, Any]) -> tuple[Any, bool, Any]:

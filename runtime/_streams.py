@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Literal
 
-from ._schema import MAIN_KEY, message_seq, message_target
+from ._schema import MAIN_KEY, call_fingerprint, message_seq, message_target
 
 DEFAULT_RESULT_CACHE = 100_000
 
@@ -39,6 +39,7 @@ class Streams:
         self.outbox: dict[str, OrderedDict[int, list[Any]]] = {}
         self.results: OrderedDict[Any, tuple[bool, Any]] = OrderedDict()
         self.running: set[Any] = set()  # outside calls executing (suspended) right now
+        self.fingerprints: dict[Any, bytes] = {}  # of the calls running or in ``results``
         self._result_cache = result_cache
 
     # -- incoming --------------------------------------------------------------------------------
@@ -53,8 +54,13 @@ class Streams:
         return "new"
 
     def known_result(self, key: Any) -> tuple[bool, Any] | None:
-        """The recorded outcome for an outside call's idempotency key, if it finished."""
+        """The recorded outcome for an outside call's idempotency key, if it finished (and is
+        still among the newest ``result_cache``; older ones are in the log)."""
         return self.results.get(key)
+
+    def fingerprint(self, key: Any) -> bytes | None:
+        """The method-and-arguments fingerprint of the call that used ``key`` (if known)."""
+        return self.fingerprints.get(key)
 
     # -- applying steps (live and replay alike) ---------------------------------------------------
 
@@ -65,7 +71,9 @@ class Streams:
         if peer is not None and "seq" in inp:
             self.seq_in[peer] = max(self.seq_in.get(peer, 0), int(inp["seq"]))
         elif inp.get("k") == "call" and "id" in inp:
-            self.running.add(inp["id"])
+            key = inp["id"]
+            self.running.add(key)
+            self.fingerprints[key] = call_fingerprint(inp["m"], inp.get("a", []))
         for message in record.get("out", ()):
             self.outbox.setdefault(message_target(message), OrderedDict())[message_seq(message)] = (
                 message
@@ -76,7 +84,8 @@ class Streams:
             self.running.discard(key)
             self.results[key] = (ok, value)
             if len(self.results) > self._result_cache:
-                self.results.popitem(last=False)
+                old, _ = self.results.popitem(last=False)
+                self.fingerprints.pop(old, None)
 
     # -- outgoing --------------------------------------------------------------------------------
 
@@ -107,7 +116,9 @@ class Streams:
         return {
             "seq_in": dict(self.seq_in),
             "outbox": {peer: list(box.values()) for peer, box in self.outbox.items() if box},
-            "results": [[k, ok, v] for k, (ok, v) in self.results.items()],
+            "results": [
+                [k, ok, v, self.fingerprints.get(k, b"")] for k, (ok, v) in self.results.items()
+            ],
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -117,5 +128,10 @@ class Streams:
             peer: OrderedDict((message_seq(m), m) for m in messages)
             for peer, messages in snap.get("outbox", {}).items()
         }
-        self.results = OrderedDict((k, (ok, v)) for k, ok, v in snap.get("results", ()))
+        self.results = OrderedDict()
+        self.fingerprints = {}
+        for key, ok, value, *rest in snap.get("results", ()):  # [k, ok, v] before fingerprints
+            self.results[key] = (ok, value)
+            if rest and rest[0]:
+                self.fingerprints[key] = bytes(rest[0])
         self.running = set()

@@ -17,7 +17,9 @@ from typing import Any
 from ._apps import load_app
 from ._coordinator import CoordinatorConfig
 from ._home import Home
+from ._keys import DEFAULT_RETENTION
 from ._node import Node, NodeConfig
+from ._streams import DEFAULT_RESULT_CACHE
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -36,6 +38,20 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--checkpoint-mib", type=float, default=64.0, metavar="MIB")
     p.add_argument("--allow-pickle", action="store_true", help="pickle state in checkpoints")
     p.add_argument("--emit-tagged", action="store_true", help='print emits as {"lsn","i","value"}')
+    p.add_argument(
+        "--key-retention-hours",
+        type=float,
+        default=DEFAULT_RETENTION / 3600,
+        metavar="H",
+        help="how long an outside call's idempotency key is remembered (default 24)",
+    )
+    p.add_argument(
+        "--result-cache",
+        type=int,
+        default=DEFAULT_RESULT_CACHE,
+        metavar="N",
+        help="outside results kept in memory; older keys are found in the log (default 100000)",
+    )
     p.set_defaults(handler=run_command)
 
 
@@ -49,7 +65,9 @@ def run_command(args: argparse.Namespace) -> int:
             checkpoint_seconds=args.checkpoint_seconds,
             checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
             allow_pickle=args.allow_pickle,
+            result_cache=max(1, args.result_cache),
         ),
+        key_retention=args.key_retention_hours * 3600,
         emit_tagged=args.emit_tagged,
     )
     home = Home(Path(args.home))

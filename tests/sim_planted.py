@@ -75,6 +75,14 @@ class CheckpointWhileSuspended(Coordinator):
             executor.suspended = suspended
 
 
+class ForgetsOldKeys(Coordinator):
+    """Runs a retried outside call again once its result left the in-memory cache (the
+    runtime's behaviour before keys were looked up in the log)."""
+
+    def key_looked_up(self, key: Any, found: Any) -> None:
+        super().key_looked_up(key, None)
+
+
 PLANTED = [
     DedupOff,
     AckBeforeDurable,
@@ -82,4 +90,5 @@ PLANTED = [
     ResendSkipsOne,
     ReleaseBeforeAppend,
     CheckpointWhileSuspended,
+    ForgetsOldKeys,
 ]

@@ -301,3 +301,54 @@ def test_what_is_kept_per_outside_key_is_released_once_durable() -> None:
     assert c._result_lsn == {}  # the only private read here: it is what leaked
     _call(c, "key-3", caller="late retry")  # still answered from the durable result
     assert [a.value for a in _of(c.take(), Answer)] == [4]
+
+
+def test_a_key_evicted_from_memory_is_looked_up_in_the_log_not_run_again() -> None:
+    from runtime._actions import LookedUp, LookUp
+
+    c = _coordinator(result_cache=2, look_up_keys=True)
+    _durable(c)
+    for i in range(5):
+        _call(c, f"k{i}")
+        lookups = _of(c.take(), LookUp)
+        assert [a.key for a in lookups] == [f"k{i}"]  # a new key: is it in the log?
+        c.key_looked_up(f"k{i}", None)  # no: run it
+        _durable(c)
+    assert c.executor.app.calls == 5  # type: ignore[union-attr]
+    _call(c, "k0", caller="late")  # long evicted from the two kept in memory
+    assert [a.key for a in _of(c.take(), LookUp)] == ["k0"]
+    _call(c, "k0", caller="later")  # a second retry waits for the same look-up
+    assert _of(c.take(), LookUp) == []
+    c.key_looked_up("k0", LookedUp("count", [], True, 1))
+    answers = _of(c.take(), Answer)
+    assert [(a.caller, a.value) for a in answers] == [("late", 1), ("later", 1)]
+    assert c.executor.app.calls == 5  # type: ignore[union-attr]
+
+
+def test_a_key_reused_for_another_call_is_refused() -> None:
+    from runtime._actions import LookedUp
+
+    c = _coordinator(look_up_keys=True)
+    _durable(c)
+    c.outside_call("k", {"t": "call", "id": "a", "m": "count", "a": []})
+    c.key_looked_up("a", None)
+    _durable(c)
+    c.outside_call("k", {"t": "call", "id": "a", "m": "count", "a": [1]})  # other arguments
+    (answer,) = _of(c.take(), Answer)
+    assert not answer.ok and answer.value[0] == "KeyReusedError"
+    # The same from the log, for a key no longer in memory:
+    c.outside_call("k", {"t": "call", "id": "old", "m": "count", "a": []})
+    c.key_looked_up("old", LookedUp("other_method", [], True, 1))
+    (answer,) = _of(c.take(), Answer)
+    assert not answer.ok and answer.value[0] == "KeyReusedError"
+    assert c.executor.app.calls == 1  # type: ignore[union-attr]
+
+
+def test_an_empty_or_overlong_key_is_refused() -> None:
+    c = _coordinator()
+    _durable(c)
+    for key in ("", b"", "x" * 257):
+        c.outside_call("k", {"t": "call", "id": key, "m": "count", "a": []})
+        (answer,) = _of(c.take(), Answer)
+        assert answer.value[0] == "BadRequest"
+    assert c.executor.app.calls == 0  # type: ignore[union-attr]

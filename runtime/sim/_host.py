@@ -12,7 +12,18 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .._actions import Ack, Answer, Append, Connect, Emit, Released, Send, SetTimer
+from .._actions import (
+    Ack,
+    Answer,
+    Append,
+    Connect,
+    Emit,
+    LookedUp,
+    LookUp,
+    Released,
+    Send,
+    SetTimer,
+)
 from .._api import Immortal
 from .._coordinator import Coordinator, CoordinatorConfig
 from .._executor import Sources
@@ -157,6 +168,8 @@ class SimNode:
                     incoming.write(incoming.protocol.send(ack(action.upto)))
             elif isinstance(action, SetTimer):
                 self._set_timer(action.key, action.due)
+            elif isinstance(action, LookUp):
+                world.after(0.0, self.deliver, self.incarnation, self._look_up, action.key)
             # Warn: the trace line above is all it needs here.
 
     def _append(self, batch: Append) -> None:
@@ -174,6 +187,22 @@ class SimNode:
         assert c is not None
         c.advance(self.world.now)
         c.append_done(written)
+        self._do()
+
+    def _look_up(self, key: Any) -> None:
+        """What the log holds for an outside key (the real node asks its lmdb key index)."""
+        call_input: dict[str, Any] | None = None
+        found: LookedUp | None = None
+        for record in self.log.records:
+            inp: dict[str, Any] = record["in"]  # type: ignore[assignment]
+            if inp.get("id") == key and "from" not in inp:
+                call_input = inp
+            for answered, ok, value in record.get("rep", ()):
+                if answered == key and call_input is not None:
+                    found = LookedUp(call_input["m"], call_input.get("a", []), ok, value)
+        c = self.coordinator
+        assert c is not None
+        c.key_looked_up(key, found)
         self._do()
 
     def _set_timer(self, key: Any, due: float) -> None:
@@ -421,6 +450,11 @@ class SimCaller:
                 end.write(end.protocol.send(request))
                 if self.world.faulty and self.world.rng.random() < 0.1:
                     end.write(end.protocol.send(request))  # an impatient caller sends it twice
+                if self.index and self.world.faulty and self.world.rng.random() < 0.2:
+                    # A late retry of an earlier call, long answered: the same answer must come
+                    # back (from memory, or from the log once evicted from the result cache).
+                    old_key, old_tag = self.plan[self.world.rng.randrange(self.index)]
+                    end.write(end.protocol.send(call(old_key, "inc", [self.name, old_tag])))
             elif isinstance(event, Received) and event.message.get("t") == "result":
                 key, ok, value = read_result(event.message)
                 self.answers.setdefault(str(key), []).append((ok, value))

@@ -110,6 +110,8 @@ def config_for(rng: random.Random) -> CoordinatorConfig:
         checkpoint_seconds=rng.choice((0.02, 0.2, 60.0)),
         quiescence_timeout=rng.choice((0.05, 0.5, 5.0)),
         ack_delay=rng.choice((0.0, 0.005, 0.05)),
+        result_cache=rng.choice((1, 3, 100_000)),  # small: old keys are looked up in the log
+        look_up_keys=True,
     )
 
 
