@@ -9,11 +9,13 @@ catch one class at its boundary and print one clear line::
     ├── LogLockedError        another live process holds the log's writer lock
     ├── FencedError           an append with an epoch older than one already durable
     ├── CorruptLogError       a damaged frame that is not a torn tail (names file, offset, LSNs)
+    │   └── MissingRecordsError  records the log once held are gone (a segment cut or deleted)
     ├── FrameError            bytes that do not decode as a frame (sans-IO decoder level)
     ├── ValueCodecError       a value that cannot be encoded, or bytes that do not decode
     ├── CheckpointError       a missing or damaged checkpoint file
     │   └── PickleRefusedError  a pickled checkpoint loaded without opting in
     └── LsnOutOfRangeError    an LSN below the log's start or above its end
+        └── TrimmedError      an LSN that was trimmed away: its history cannot be replayed
 
 Errors caused by the bytes on disk (the "remote" side, in h11's terms) carry where they were
 found, so the message alone tells a person which file to look at.
@@ -78,6 +80,29 @@ class CorruptLogError(LogError):
         )
 
 
+class MissingRecordsError(CorruptLogError):
+    """Records the log once held are gone: a segment was cut short or deleted.
+
+    The proof is a file that could only exist after those records did: a checkpoint (or a code
+    version entry in ``meta.json``) beyond the log's last record, or a segment that starts past
+    the end of the one before it. ``file`` names that proof; ``first_lsn..last_lsn`` are the
+    LSNs missing. Appending would give new records LSNs that already had other records.
+    """
+
+    def __init__(self, evidence: str, *, file: str, first_lsn: int, last_lsn: int) -> None:
+        self.reason = evidence
+        self.file = file
+        self.offset = 0
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
+        LogError.__init__(
+            self,
+            f"{file}: LSNs {_range(first_lsn, last_lsn)} are missing from the log ({evidence}); "
+            "restore the missing segments from a backup or replica, or move the log aside "
+            "to start afresh",
+        )
+
+
 class ValueCodecError(LogError):
     """A value that the state/record codec cannot encode, or bytes it cannot decode."""
 
@@ -92,6 +117,17 @@ class PickleRefusedError(CheckpointError):
 
 class LsnOutOfRangeError(LogError, IndexError):
     """An LSN outside the range the log holds."""
+
+
+class TrimmedError(LsnOutOfRangeError):
+    """An LSN below the first one a trimmed log still holds: that history is gone for good."""
+
+    def __init__(self, lsn: int, first_lsn: int) -> None:
+        self.lsn = lsn
+        self.first_lsn = first_lsn
+        super().__init__(
+            f"LSN {lsn} was trimmed from the log: the first LSN it holds is {first_lsn}"
+        )
 
 
 def _range(first: int | None, last: int | None) -> str:

@@ -9,6 +9,7 @@ asks (the writer cuts a torn tail, a reader waits at it, ``verify`` reports it).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import struct
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from ._checkpoint import (
     list_checkpoint_files,
     read_checkpoint_info,
 )
-from ._errors import CheckpointError, FrameError
-from ._frame import HEADER_SIZE
+from ._errors import CheckpointError, FormatVersionError, FrameError
+from ._frame import HEADER_SIZE, FrameHeader, check_body, parse_header
 from ._index import Coverage, FrameLoc, LogIndex
+from ._meta import META_NAME, LogMeta
 from ._segment import (
     SEGMENT_HEADER_SIZE,
     Damage,
@@ -108,27 +110,144 @@ def bound_by_next_segment(damage: Damage, following: SegmentFile | None) -> Dama
     return dataclasses.replace(damage, last_lsn=following.first_lsn - 1)
 
 
-def _index_trustworthy(cov: Coverage, segments: list[SegmentFile]) -> bool:
-    """Whether the ``covered`` mark still describes the segments (they were not cut or replaced)."""
+def _check_mark(
+    index: LogIndex, cov: Coverage, segments: list[SegmentFile], *, whole_frame: bool
+) -> bool | Damage:
+    """Whether the ``covered`` mark and the segment boundaries in the index match the segments.
+
+    The index is written without fsync and may be damaged, so nothing in it is believed until the
+    segments confirm it. The mark must name the last frame it covers exactly, and that frame's
+    header, read from its segment, must say the same (one small read; ``whole_frame`` also checks
+    the body): epochs and wall times never go down along a log, so the last frame also vouches
+    for ``max_epoch`` and ``last_wall_ns``. Each segment boundary up to the mark must be one the
+    index knows (the last frame before it in the previous segment, the first after it at the
+    segment's start), or a segment the index covered was deleted or replaced.
+
+    False means "rebuild". A Damage means the mark and its frame entry agree on a place whose
+    bytes are no longer a sound frame: the frame was durable (the mark moves only after the
+    fsync), so this is corruption of acknowledged records, not a torn tail to cut.
+    """
     by_lsn = {s.first_lsn: s for s in segments}
     seg = by_lsn.get(cov.segment)
     if seg is None:
         return False
     try:
-        return os.path.getsize(seg.path) >= cov.end_offset
+        if os.path.getsize(seg.path) < cov.end_offset:
+            return False
     except OSError:
         return False
+    for before, after in itertools.pairwise(segments):
+        if after.first_lsn > cov.segment:
+            break
+        tail, head = index.locate(after.first_lsn - 1), index.locate(after.first_lsn)
+        if (
+            tail is None
+            or tail.segment != before.first_lsn
+            or head is None
+            or head.segment != after.first_lsn
+            or head.offset != SEGMENT_HEADER_SIZE
+            or head.first_lsn != after.first_lsn
+        ):
+            return False
+    if cov.end_offset == SEGMENT_HEADER_SIZE:  # marked an empty first segment, nothing more
+        return (
+            cov.segment == segments[0].first_lsn == cov.next_lsn
+            and cov.max_epoch == 0
+            and index.first_lsn() is None
+        )
+    last = index.locate(cov.next_lsn - 1)
+    if (
+        last is None
+        or last.segment != cov.segment
+        or last.last_lsn != cov.next_lsn - 1
+        or last.offset + HEADER_SIZE + last.stored_size != cov.end_offset
+        or last.epoch != cov.max_epoch
+        or last.wall_ns != cov.last_wall_ns
+    ):
+        return False
+    try:
+        with open(seg.path, "rb") as f:
+            f.seek(last.offset)
+            data = f.read(HEADER_SIZE + last.stored_size if whole_frame else HEADER_SIZE)
+    except OSError:
+        return False
+    try:
+        header = parse_header(data, 0)
+        if whole_frame:
+            check_body(header, data[HEADER_SIZE:])
+    except (FrameError, FormatVersionError) as exc:
+        return Damage(
+            "corrupt",
+            last.offset,
+            cov.end_offset,
+            last.first_lsn,
+            last.last_lsn,
+            f"{exc} (the index knew this frame as sound)",
+        )
+    return header_matches(header, last)
 
 
-def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
-    """Make the index cover every sound frame; return where the sound log ends and any damage."""
+def header_matches(header: FrameHeader, loc: FrameLoc) -> bool:
+    return (
+        header.first_lsn == loc.first_lsn
+        and header.record_count == loc.record_count
+        and header.epoch == loc.epoch
+        and header.wall_ns == loc.wall_ns
+        and header.stored_size == loc.stored_size
+        and header.raw_size == loc.raw_size
+    )
+
+
+def missing_records(log_dir: Path, meta: LogMeta, next_lsn: int) -> tuple[Path, Damage] | None:
+    """Proof that records at or after ``next_lsn`` existed once, though no segment holds them.
+
+    ``next_lsn`` is the LSN after the last sound record. A checkpoint file (sound or not: it got
+    its name by a rename after its step was durable) at or beyond ``next_lsn``, or a code version
+    that ``meta.json`` says began beyond it, can only exist if the log once reached further:
+    the end of the newest segment, or the newest segments, were lost. Returns the file that
+    proves it and the missing range (up to the highest LSN proved), or None.
+    """
+    proof: tuple[Path, int, str] | None = None
+    for lsn, path in list_checkpoint_files(log_dir):
+        if lsn >= next_lsn and (proof is None or lsn > proof[1]):
+            proof = (path, lsn, f"{path.name} holds the state after step {lsn}")
+    for version in meta.versions:
+        last = version.from_lsn - 1
+        if last >= next_lsn and (proof is None or last > proof[1]):
+            where = log_dir / META_NAME
+            proof = (
+                where,
+                last,
+                f"{META_NAME} says code version {version.code_version!r} "
+                f"began at LSN {version.from_lsn}",
+            )
+    if proof is None:
+        return None
+    path, last, why = proof
+    return path, Damage(
+        "missing",
+        0,
+        0,
+        next_lsn,
+        last,
+        f"the log ends at LSN {next_lsn - 1}, but {why}",
+    )
+
+
+def catch_up(log_dir: Path, index: LogIndex, log_id: str, *, whole_frame: bool = False) -> CatchUp:
+    """Make the index cover every sound frame; return where the sound log ends and any damage.
+
+    ``whole_frame`` (the writer) checks the body of the last frame the index covers too, not only
+    its header: the writer's position must come from a frame the segment proves whole.
+    """
     # Read the mark before listing the segments: a writer in another process may roll over to a
     # new segment at any moment, and a mark naming a segment the listing has not seen yet would
     # look untrustworthy, wiping a sound index under a live writer.
     cov = index.coverage()
     segments = list_segments(log_dir)
     rebuilt = False
-    if index.log_id() != log_id or (cov is not None and not _index_trustworthy(cov, segments)):
+    mark = True if cov is None else _check_mark(index, cov, segments, whole_frame=whole_frame)
+    if index.log_id() != log_id or mark is False:
         index.reset(log_id)
         rebuilt = True
         cov = None
@@ -147,6 +266,9 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
         state = CatchUp(
             cov.next_lsn, cov.max_epoch, cov.last_wall_ns, segments[start], offset, rebuilt=rebuilt
         )
+        if isinstance(mark, Damage):
+            state.damage.append((segments[start].path, mark))
+            return state
     for i in range(start, len(segments)):
         seg = segments[i]
         is_last = i == len(segments) - 1
@@ -163,14 +285,7 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str) -> CatchUp:
                 state.damage.append(
                     (
                         seg.path,
-                        Damage(
-                            "lsn-gap",
-                            0,
-                            0,
-                            state.next_lsn,
-                            seg.first_lsn - 1 if seg.first_lsn > state.next_lsn else None,
-                            f"segment starts at LSN {seg.first_lsn}, expected {state.next_lsn}",
-                        ),
+                        segment_gap(seg, state.next_lsn),
                     )
                 )
                 return state
@@ -255,6 +370,29 @@ def checkpoint_infos(log_dir: Path, index: LogIndex) -> list[CheckpointInfo]:
 
 
 _SUMMARY = struct.Struct("<BqQQ")  # state codec, created_ns, raw size, stored size
+
+
+def segment_gap(seg: SegmentFile, expected: int) -> Damage:
+    """A segment that does not start where the previous one ended: the segments between are lost
+    (or, when it starts too early, segments overlap, which is damage of another kind)."""
+    if seg.first_lsn > expected:
+        return Damage(
+            "missing",
+            0,
+            0,
+            expected,
+            seg.first_lsn - 1,
+            f"segment starts at LSN {seg.first_lsn}, but the one before ends at LSN "
+            f"{expected - 1}: a segment between them was lost",
+        )
+    return Damage(
+        "lsn-gap",
+        0,
+        0,
+        expected,
+        None,
+        f"segment starts at LSN {seg.first_lsn}, expected {expected}",
+    )
 
 
 def _shift(d: Damage, by: int) -> Damage:

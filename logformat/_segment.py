@@ -27,7 +27,8 @@ _SEG_HEADER: Final = struct.Struct("<8sHHIQI")
 assert _SEG_HEADER.size == SEGMENT_HEADER_SIZE - 4
 _CRC: Final = struct.Struct("<I")
 
-DamageKind = Literal["torn-tail", "corrupt", "lsn-gap", "bad-segment-header"]
+# "missing": records lost with whole segments or the end of one (see _files.missing_records).
+DamageKind = Literal["torn-tail", "corrupt", "lsn-gap", "bad-segment-header", "missing"]
 
 
 def segment_name(first_lsn: int) -> str:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from ._checkpoint import decode_checkpoint, list_checkpoint_files
 from ._errors import CheckpointError, FormatVersionError, FrameError, PickleRefusedError
-from ._files import bound_by_next_segment, list_segments, segment_header_damage
+from ._files import (
+    bound_by_next_segment,
+    list_segments,
+    missing_records,
+    segment_gap,
+    segment_header_damage,
+)
 from ._frame import HEADER_SIZE, decode_body
 from ._meta import LogMeta, read_meta
 from ._segment import SEGMENT_HEADER_SIZE, Damage, scan_segment
@@ -40,6 +46,8 @@ class DamagedRange:
         span = (
             f"bytes {d.offset}..{d.end_offset}" if d.end_offset > d.offset else f"byte {d.offset}"
         )
+        if d.kind == "missing":
+            return f"missing: {lsns} ({self.file.name} proves they existed): {d.reason}"
         return f"{d.kind}: {self.file.name} {span}, {lsns}: {d.reason}"
 
 
@@ -100,15 +108,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
             expected = following.first_lsn if following is not None else expected
             continue
         if seg.first_lsn != expected:
-            gap = Damage(
-                "lsn-gap",
-                0,
-                0,
-                expected,
-                seg.first_lsn - 1,
-                f"segment starts at LSN {seg.first_lsn}, expected {expected}",
-            )
-            report.damaged.append(DamagedRange(seg.path, gap))
+            report.damaged.append(DamagedRange(seg.path, segment_gap(seg, expected)))
             expected = seg.first_lsn
         offset = SEGMENT_HEADER_SIZE
         while True:
@@ -152,6 +152,9 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
                 break
             offset = found.end_offset
     report.last_lsn = expected - 1
+    lost = missing_records(log_dir, report.meta, expected)
+    if lost is not None:
+        report.damaged.append(DamagedRange(*lost))
     for lsn, ckpt in list_checkpoint_files(log_dir):
         report.checkpoints += 1
         try:

@@ -29,8 +29,15 @@ from ._checkpoint import (
     list_checkpoint_files,
     write_checkpoint_file,
 )
-from ._errors import CorruptLogError, FencedError, LogError, LogLockedError, TrimRefusedError
-from ._files import SegmentFile, catch_up, checkpoint_infos, list_segments
+from ._errors import (
+    CorruptLogError,
+    FencedError,
+    LogError,
+    LogLockedError,
+    MissingRecordsError,
+    TrimRefusedError,
+)
+from ._files import SegmentFile, catch_up, checkpoint_infos, list_segments, missing_records
 from ._frame import HEADER_SIZE, FrameEncoder
 from ._index import Coverage, FrameLoc, LogIndex
 from ._meta import LogMeta, fsync_dir, read_meta, write_meta
@@ -183,10 +190,27 @@ class LogWriter:
 
     def _recover(self) -> None:
         started = time.perf_counter()
-        state = catch_up(self.path, self._index, self.meta.log_id)
+        state = catch_up(self.path, self._index, self.meta.log_id, whole_frame=True)
         truncated: Damage | None = None
         truncated_file: Path | None = None
         segments = list_segments(self.path)
+        # Before anything is cut or created: records lost with whole segments (or the end of the
+        # newest one) must never be written over by new records with the same LSNs.
+        for file, damage in state.damage:
+            if damage.kind == "missing":
+                raise MissingRecordsError(
+                    damage.reason,
+                    file=str(file),
+                    first_lsn=damage.first_lsn or state.next_lsn,
+                    last_lsn=damage.last_lsn or state.next_lsn,
+                )
+        lost = missing_records(self.path, self.meta, state.next_lsn)
+        if lost is not None:
+            file, damage = lost
+            assert damage.first_lsn is not None and damage.last_lsn is not None
+            raise MissingRecordsError(
+                damage.reason, file=str(file), first_lsn=damage.first_lsn, last_lsn=damage.last_lsn
+            )
         for file, damage in state.damage:
             is_last_segment = bool(segments) and file == segments[-1].path
             if damage.kind == "torn-tail" and is_last_segment:
