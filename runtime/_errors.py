@@ -8,7 +8,10 @@ ImmortalsError               every error the runtime raises on purpose
 ├── AppLoadError             APP (path/file.py:Class or module:Class) cannot be imported
 ├── CheckpointFormatError    a checkpoint's payload has a format this version cannot read
 ├── InstanceError            registry problems: unknown name, a second live process, ...
-│   └── CallTimeoutError     a call from outside got no answer before its timeout
+│   ├── CallTimeoutError     a call from outside got no answer before its timeout
+│   ├── InstanceNameError    a name outside the safe alphabet (``_home.NAME_RULE``)
+│   ├── SecretError          the cluster secret is missing, short, unreadable or exposed
+│   └── RegistryError        the registry cannot be read or written (damaged, disk full)
 └── PeerError                the remote side broke the protocol (its fault, not ours)
     ├── WireError            bytes that are not a valid message (raised in ``_wire``)
     └── ProtocolError        a message the protocol does not allow there (``_protocol``)
@@ -98,6 +101,19 @@ class CallTimeoutError(InstanceError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (CallTimeoutError, (self.key, str(self)))
+
+
+class InstanceNameError(InstanceError):
+    """An instance name outside the safe alphabet; the message states the rule."""
+
+
+class SecretError(InstanceError):
+    """The home's cluster secret is missing, too short, unreadable, or readable by others."""
+
+
+class RegistryError(InstanceError):
+    """The registry cannot be used: lmdb failed (a full disk, a damaged file) or a stored
+    record does not decode. The message names the registry and what to do."""
 
 
 class PeerError(ImmortalsError):

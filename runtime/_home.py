@@ -2,7 +2,8 @@
 
 Layout::
 
-    HOME/registry/     lmdb: instance name -> where it runs and what it runs
+    HOME/registry/     lmdb: database ':records' (instance name -> where it runs and what it
+                       runs) and database ':epochs' (instance name -> its newest epoch)
     HOME/logs/NAME/    one log directory per instance (logformat)
     HOME/secret        32 random bytes shared by the instances of this home (mode 0600)
 
@@ -15,6 +16,7 @@ by its log's writer lock, not by what the registry says.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +27,26 @@ import msgpack
 
 from logformat import NotALogError, acquire_env, read_meta, release_env
 
-from ._errors import InstanceError
+from ._errors import InstanceError, InstanceNameError, RegistryError
 
 DEFAULT_HOME = ".immortals"
+
+NAME_RULE = "a letter or digit, then up to 62 letters, digits, '.', '_' or '-'"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` may name an instance: it is a folder, an lmdb key and a peer's identity."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def check_name(name: str) -> str:
+    """``name`` itself if valid, else InstanceNameError stating the rule in one line."""
+    if not is_valid_name(name):
+        raise InstanceNameError(
+            f"bad instance name {name!r}: a name is {NAME_RULE} (e.g. 'server', 'c1-calls-server-5')"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +74,12 @@ class Home:
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_HOME) -> None:
         self.path = Path(path)
         self._env: lmdb.Environment | None = None
+        self._records: Any = None  # lmdb database handles, set by _registry()
+        self._epochs: Any = None
 
     def log_dir(self, name: str) -> Path:
         """Where instance ``name`` keeps its log; the name becomes a folder, so it is checked."""
-        if not name.strip() or "/" in name or name in (".", "..") or "\0" in name:
-            raise InstanceError(
-                f"bad instance name {name!r}: use a non-empty name without '/', e.g. 'server'"
-            )
-        return self.path / "logs" / name
+        return self.path / "logs" / check_name(name)
 
     def secret(self) -> bytes:
         """The cluster secret, created on first use (atomically: never seen half-written)."""
@@ -88,32 +105,43 @@ class Home:
         return path.read_bytes()
 
     def _registry(self) -> lmdb.Environment:
+        """The registry's environment, its two databases open and any old layout migrated."""
         if self._env is None:
-            self._env = acquire_env(self.path / "registry", map_size=1 << 28, max_dbs=1)
+            env = acquire_env(self.path / "registry", map_size=1 << 28, max_dbs=2)
+            try:
+                with env.begin(write=True) as txn:
+                    records = env.open_db(RECORDS_DB, txn=txn)
+                    epochs = env.open_db(EPOCHS_DB, txn=txn)
+                    _migrate_main_db(txn, records, epochs)
+            except BaseException:
+                release_env(self.path / "registry")
+                raise
+            self._env, self._records, self._epochs = env, records, epochs
         return self._env
 
     def register(self, record: InstanceRecord) -> None:
-        with self._registry().begin(write=True) as txn:
-            txn.put(record.name.encode(), msgpack.packb(asdict(record)))
+        key = check_name(record.name).encode()
+        env = self._registry()
+        with env.begin(write=True, db=self._records) as txn:
+            txn.put(key, msgpack.packb(asdict(record)))
 
     def next_epoch(self, name: str) -> int:
         """Allocate the epoch for a new start of ``name`` (one more than any before)."""
-        with self._registry().begin(write=True) as txn:
-            key = b"epoch:" + name.encode()
-            raw = txn.get(key)
-            epoch = (int(raw) if raw else 0) + 1
+        key = check_name(name).encode()
+        env = self._registry()
+        with env.begin(write=True, db=self._epochs) as txn:
+            epoch = _decode_epoch(txn.get(key), name) + 1
             txn.put(key, str(epoch).encode())
         return epoch
 
     def lookup(self, name: str) -> InstanceRecord | None:
+        key = check_name(name).encode()
         if not (self.path / "registry").exists():
             return None
-        with self._registry().begin() as txn:
-            raw = txn.get(name.encode())
-        if raw is None:
-            return None
-        data: dict[str, Any] = msgpack.unpackb(raw)
-        return InstanceRecord(**data)
+        env = self._registry()
+        with env.begin(db=self._records) as txn:
+            raw = txn.get(key)
+        return None if raw is None else _decode_record(raw, name)
 
     def require(self, name: str) -> InstanceRecord:
         record = self.lookup(name)
@@ -127,17 +155,100 @@ class Home:
     def instances(self) -> list[InstanceRecord]:
         if not (self.path / "registry").exists():
             return []
-        out = []
-        with self._registry().begin() as txn:
-            for key, value in txn.cursor():
-                if not key.startswith(b"epoch:"):
-                    out.append(InstanceRecord(**msgpack.unpackb(value)))
-        return out
+        env = self._registry()
+        with env.begin(db=self._records) as txn:
+            return [_decode_record(value, key.decode()) for key, value in txn.cursor()]
 
     def close(self) -> None:
         if self._env is not None:
-            self._env = None
+            self._env = self._records = self._epochs = None
             release_env(self.path / "registry")
+
+
+# The registry keeps records and epoch counters in two lmdb named databases, so that no name can
+# reach the other's keys. The names of the databases (keys of lmdb's main database) start with
+# ':', which no valid instance name does.
+RECORDS_DB = b":records"
+EPOCHS_DB = b":epochs"
+_OLD_EPOCH_PREFIX = b"epoch:"
+
+
+def _migrate_main_db(txn: lmdb.Transaction, records: Any, epochs: Any) -> None:
+    """Move a registry of the previous layout (everything in the main database) into the two.
+
+    The old layout kept records under the bare name and epoch counters under ``epoch:NAME``, so
+    a record named ``epoch:foo`` could overwrite foo's counter; such a counter is rebuilt from
+    foo's record (its epoch is the newest foo's log can hold). Entries of names that are no
+    longer valid are dropped: they can be neither looked up nor started again.
+    """
+    old = [(bytes(k), bytes(v)) for k, v in txn.cursor() if k not in (RECORDS_DB, EPOCHS_DB)]
+    if not old:
+        return
+    counters: dict[str, int] = {}
+    for key, value in old:
+        txn.delete(key)
+        if key.startswith(_OLD_EPOCH_PREFIX):
+            name = key[len(_OLD_EPOCH_PREFIX) :].decode("utf-8", "replace")
+            if is_valid_name(name) and value.isdigit():
+                counters[name] = max(counters.get(name, 0), int(value))
+            continue
+        name = key.decode("utf-8", "replace")
+        if not is_valid_name(name):
+            continue
+        try:
+            record = _decode_record(value, name)
+        except RegistryError:
+            continue  # the registry is a cache: a record that does not decode is forgotten
+        txn.put(key, value, db=records)
+        counters[name] = max(counters.get(name, 0), record.epoch)
+    for name, epoch in counters.items():
+        key = name.encode()
+        current = txn.get(key, db=epochs)
+        current = None if current is None else bytes(current)
+        if current is None or not current.isdigit() or int(current) < epoch:
+            txn.put(key, str(epoch).encode(), db=epochs)
+
+
+def _decode_epoch(raw: bytes | None, name: str) -> int:
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        raise RegistryError(f"epoch counter of {name!r} is {raw[:40]!r}, not a number")
+    return int(raw)
+
+
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "host": str,
+    "port": int,
+    "epoch": int,
+    "log_dir": str,
+    "app": str,
+    "code_version": str,
+    "pid": int,
+    "started": (int, float),
+}
+
+
+def _decode_record(raw: bytes, name: str) -> InstanceRecord:
+    """One stored record, checked field by field (a damaged one raises RegistryError)."""
+    try:
+        data = msgpack.unpackb(raw)
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError...
+        raise RegistryError(f"the record of {name!r} does not decode ({_one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"the record of {name!r} is a {type(data).__name__}, not a map")
+    for field, kind in _RECORD_FIELDS.items():
+        value = data.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RegistryError(f"the record of {name!r} has a bad {field!r}: {value!r:.60}")
+    if data["name"] != name:
+        raise RegistryError(f"the record stored as {name!r} names {data['name']!r}")
+    return InstanceRecord(**{field: data[field] for field in _RECORD_FIELDS})
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def resolve_log(path: str, home: str | os.PathLike[str]) -> Path:
@@ -162,7 +273,7 @@ def resolve_log(path: str, home: str | os.PathLike[str]) -> Path:
 
 
 def _could_be_a_name(text: str) -> bool:
-    return bool(text) and text not in (".", "..") and "/" not in text and os.sep not in text
+    return is_valid_name(text)
 
 
 def _not_a_log(path: Path, exc: NotALogError) -> str:

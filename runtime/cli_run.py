@@ -16,7 +16,7 @@ from typing import Any
 
 from ._apps import load_app
 from ._coordinator import CoordinatorConfig
-from ._home import Home
+from ._home import NAME_RULE, Home, check_name
 from ._keys import DEFAULT_RETENTION
 from ._node import Node, NodeConfig
 from ._streams import DEFAULT_RESULT_CACHE
@@ -25,7 +25,11 @@ from ._streams import DEFAULT_RESULT_CACHE
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser("run", help="run an instance of an app")
     p.add_argument("app", metavar="APP", help="path/to/file.py:Class or module:Class")
-    p.add_argument("--name", required=True, help="the instance's name (its identity forever)")
+    p.add_argument(
+        "--name",
+        required=True,
+        help=f"the instance's name, its identity forever: {NAME_RULE}",
+    )
     p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
@@ -56,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    check_name(args.name)  # refuses a bad name before anything is loaded or started
     app = load_app(args.app)
     config = NodeConfig(
         host=args.host,
@@ -71,7 +76,6 @@ def run_command(args: argparse.Namespace) -> int:
         emit_tagged=args.emit_tagged,
     )
     home = Home(Path(args.home))
-    home.log_dir(args.name)  # refuses a bad name before anything starts
     return asyncio.run(_serve(Node(app, name=args.name, home=home, config=config)))
 
 

@@ -1,0 +1,185 @@
+"""The home directory refuses what would corrupt it or leak it: bad instance names, weak or
+exposed secrets, a damaged or full registry, each with one line that says what to do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import msgpack
+import pytest
+
+from runtime import InstanceError
+from runtime._home import Home, InstanceRecord, is_valid_name
+from tests._instances import run_cli
+
+COUNTER = "samples/counter/counter.py:Server"
+
+
+def _record(name: str, epoch: int = 1) -> InstanceRecord:
+    return InstanceRecord(
+        name=name,
+        host="127.0.0.1",
+        port=1,
+        epoch=epoch,
+        log_dir=f"/nowhere/{name}",
+        app=COUNTER,
+        code_version="test",
+        pid=os.getpid(),
+        started=time.time(),
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Home]:
+    h = Home(tmp_path / "home")
+    yield h
+    h.close()
+
+
+# -- item 12: instance names --------------------------------------------------------------------
+
+GOOD_NAMES = [
+    "server",
+    "x",
+    "c1-calls-server-5",  # the simulator's who-kind-target-count names
+    "client-calls-server-12",
+    "tally-friend",
+    "Ledger_2.backup",
+    "9lives",
+    "a" * 63,
+]
+BAD_NAMES = [
+    "",
+    "epoch:foo",
+    "a/b",
+    ".",
+    "..",
+    ".hidden",
+    "-x",
+    "_x",
+    "a b",
+    "a\nb",
+    "server\n",
+    "caf\u00e9",
+    "a\0b",
+    "a" * 64,
+]
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_names_in_use_stay_valid(home: Home, name: str) -> None:
+    assert is_valid_name(name)
+    assert home.log_dir(name) == home.path / "logs" / name
+    assert home.lookup(name) is None
+    assert home.next_epoch(name) == 1
+    home.register(_record(name))
+    assert home.require(name).name == name
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_bad_name_is_refused_everywhere_it_enters(home: Home, name: str) -> None:
+    assert not is_valid_name(name)
+    for enter in (
+        home.log_dir,
+        home.lookup,
+        home.require,
+        home.next_epoch,
+        lambda n: home.register(_record(n)),
+    ):
+        with pytest.raises(InstanceError, match="a letter or digit, then up to 62") as caught:
+            enter(name)
+        assert "\n" not in str(caught.value).replace(repr(name), "")
+
+
+def test_epoch_counters_and_records_cannot_collide(home: Home) -> None:
+    """The bug: registering 'epoch:foo' overwrote foo's epoch counter, and foo never restarted."""
+    assert home.next_epoch("foo") == 1
+    home.register(_record("foo"))
+    with pytest.raises(InstanceError):
+        home.register(_record("epoch:foo"))
+    assert home.next_epoch("foo") == 2
+    assert [r.name for r in home.instances()] == ["foo"]
+    home.close()
+    # Records and epoch counters live in two named databases; the main one holds nothing else.
+    with lmdb.open(str(home.path / "registry"), max_dbs=4) as env:
+        with env.begin() as txn:
+            assert sorted(key for key, _ in txn.cursor()) == [b":epochs", b":records"]
+        records = env.open_db(b":records")
+        epochs = env.open_db(b":epochs")
+        with env.begin() as txn:
+            assert [key for key, _ in txn.cursor(records)] == [b"foo"]
+            assert list(txn.cursor(epochs)) == [(b"foo", b"2")]
+
+
+def _old_layout(path: Path, entries: dict[bytes, bytes]) -> None:
+    """A registry as the previous version wrote it: everything in lmdb's main database."""
+    path.mkdir(parents=True)
+    with lmdb.open(str(path), max_dbs=1) as env, env.begin(write=True) as txn:
+        for key, value in entries.items():
+            txn.put(key, value)
+
+
+def test_a_registry_in_the_previous_layout_is_migrated_on_first_open(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    registry = tmp_path / "home" / "registry"
+    foo, bar = _record("foo", epoch=3), _record("bar", epoch=1)
+    _old_layout(
+        registry,
+        {
+            b"foo": msgpack.packb(asdict(foo)),
+            b"epoch:foo": b"3",
+            b"bar": msgpack.packb(asdict(bar)),
+            b"epoch:bar": b"1",
+        },
+    )
+    home = Home(tmp_path / "home")
+    try:
+        assert home.lookup("foo") == foo
+        assert sorted(r.name for r in home.instances()) == ["bar", "foo"]
+        assert home.next_epoch("foo") == 4
+        assert home.next_epoch("bar") == 2
+    finally:
+        home.close()
+    with lmdb.open(str(registry), max_dbs=4) as env, env.begin() as txn:
+        assert sorted(key for key, _ in txn.cursor()) == [b":epochs", b":records"]
+
+
+def test_migration_repairs_an_epoch_counter_the_old_bug_overwrote(tmp_path: Path) -> None:
+    """In the old layout, instance 'epoch:foo' stored its record over foo's epoch counter."""
+    from dataclasses import asdict
+
+    registry = tmp_path / "home" / "registry"
+    foo = _record("foo", epoch=5)
+    _old_layout(
+        registry,
+        {
+            b"foo": msgpack.packb(asdict(foo)),
+            b"epoch:foo": msgpack.packb(asdict(_record("epoch:foo"))),
+            b"epoch:epoch:foo": b"1",
+        },
+    )
+    home = Home(tmp_path / "home")
+    try:
+        assert [r.name for r in home.instances()] == ["foo"]  # 'epoch:foo' cannot be named now
+        assert home.next_epoch("foo") == 6  # above every epoch foo's log can hold
+    finally:
+        home.close()
+
+
+def test_run_refuses_a_bad_name_in_one_line(tmp_path: Path) -> None:
+    try:
+        result = run_cli("run", COUNTER, "--name", "epoch:foo", home=tmp_path / "home", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`immortals run --name epoch:foo` started an instance")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("immortals: error: bad instance name 'epoch:foo'")
+    assert "a letter or digit, then up to 62" in lines[0]
+    assert not (tmp_path / "home" / "logs").exists()
