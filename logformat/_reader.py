@@ -29,11 +29,18 @@ from ._errors import (
     LsnOutOfRangeError,
     ValueCodecError,
 )
-from ._files import CatchUp, SegmentFile, catch_up, checkpoint_infos, list_segments
+from ._files import (
+    CatchUp,
+    SegmentFile,
+    catch_up,
+    checkpoint_infos,
+    header_matches,
+    list_segments,
+)
 from ._frame import HEADER_SIZE, decode_frame, raw_body
 from ._index import FrameLoc, LogIndex
 from ._meta import LogMeta, read_meta
-from ._segment import Damage
+from ._segment import SEGMENT_HEADER_SIZE, Damage, scan_segment
 from ._values import unpack_nth, unpack_values
 
 _FRAME_CACHE: Final = 16
@@ -85,6 +92,7 @@ class LogReader:
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._state: CatchUp = catch_up(self.path, self._index, self.meta.log_id)
         self._segments = list_segments(self.path)
+        self._rechecked = False
 
     # -- range and freshness -------------------------------------------------------------------
 
@@ -120,7 +128,12 @@ class LogReader:
         decoded = self._frames.get(loc.first_lsn)
         if decoded is not None:
             return Record(lsn, loc.epoch, loc.wall_ns, decoded[1][lsn - loc.first_lsn])
-        raw = self._load_raw(loc)
+        try:
+            raw = self._load_raw(loc)
+        except CorruptLogError:
+            if not self._index_was_wrong(lsn):
+                raise
+            return self.read(lsn)
         try:
             value = unpack_nth(raw, lsn - loc.first_lsn)
         except ValueCodecError as exc:
@@ -173,7 +186,13 @@ class LogReader:
             if expected > to_lsn or expected > self.last_lsn:
                 return
             if pos == 0:  # not even the first frame of the run decoded: name the damage
-                self._load(loc)
+                try:
+                    self._load(loc)
+                except CorruptLogError:
+                    if not self._index_was_wrong(expected):
+                        raise
+                    loc = self._locate(expected)
+                    continue
                 raise CorruptLogError(  # pragma: no cover - _load raises for any unsound frame
                     "frame does not decode",
                     file=str(seg.path),
@@ -186,7 +205,14 @@ class LogReader:
 
     def seek_time(self, wall_ns: int) -> int | None:
         """First LSN written at or after ``wall_ns`` (nanoseconds since the epoch), or None."""
-        return self._index.first_lsn_at_or_after(wall_ns)
+        lsn = self._index.first_lsn_at_or_after(wall_ns)
+        if lsn is None:
+            return None
+        loc = self._index.locate(lsn)
+        if (loc is None or loc.first_lsn != lsn or loc.wall_ns < wall_ns) and not self._rechecked:
+            self._rebuild()  # the time entry names no frame that fits: it was wrong
+            return self._index.first_lsn_at_or_after(wall_ns)
+        return lsn
 
     def follow(
         self,
@@ -288,6 +314,8 @@ class LogReader:
         if loc is None:
             self.refresh()
             loc = self._index.locate(lsn)
+        if loc is None and lsn <= self.last_lsn and self._index_was_wrong(lsn):
+            loc = self._index.locate(lsn)  # the index had lost the entry: rebuilt, look again
         if loc is not None:
             return loc
         for file, d in self._state.damage:
@@ -304,6 +332,55 @@ class LogReader:
             if lsn > self.last_lsn
             else f"LSN {lsn} is not in the log"
         )
+
+    def _index_was_wrong(self, lsn: int) -> bool:
+        """Bytes at the index's location for ``lsn`` were not the frame it promised (or it has no
+        location): ask the segment itself. If the segment holds a sound frame with ``lsn`` that
+        the index does not describe, the index was wrong: rebuild it and return True (the caller
+        looks again). Else the segment really is damaged there: keep the index (it still knows
+        the frames after the damage) and return False. A sound segment is never blamed for the
+        cache's errors. Done once per reader; only damage pays for the scan."""
+        if self._rechecked:
+            return False
+        self._rechecked = True
+        holder = [seg for seg in list_segments(self.path) if seg.first_lsn <= lsn]
+        if not holder:
+            return False
+        seg = holder[-1]
+        try:
+            with open(seg.path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return False
+        result = scan_segment(
+            data,
+            start_offset=SEGMENT_HEADER_SIZE,
+            expected_lsn=seg.first_lsn,
+            is_last=True,
+            stop_at_tail=True,
+        )
+        sound = next(
+            (r for r in result.frames if r.header.first_lsn <= lsn <= r.header.last_lsn), None
+        )
+        if sound is None:
+            return False
+        known = self._index.locate(lsn)
+        if (
+            known is not None
+            and known.segment == seg.first_lsn
+            and known.offset == sound.offset
+            and header_matches(sound.header, known)
+        ):
+            return False
+        self._rebuild()
+        return True
+
+    def _rebuild(self) -> None:
+        self._rechecked = True
+        self._index.reset(self.meta.log_id)
+        self._frames.clear()
+        self._raw.clear()
+        self.refresh()
 
     def _segment(self, first_lsn: int) -> SegmentFile:
         for seg in self._segments:
@@ -337,9 +414,10 @@ class LogReader:
         buf = os.pread(self._fd(seg), HEADER_SIZE + loc.stored_size, loc.offset)
         try:
             frame = decode_frame(buf)
-            if frame.header.first_lsn != loc.first_lsn:
+            if not header_matches(frame.header, loc):
                 raise FrameError(
-                    f"frame holds LSN {frame.header.first_lsn}, index says {loc.first_lsn}"
+                    f"frame holds LSNs {frame.header.first_lsn}..{frame.header.last_lsn}, "
+                    f"index says {loc.first_lsn}..{loc.last_lsn}"
                 )
             raw = raw_body(frame.header, frame.body)
         except (FrameError, FormatVersionError) as exc:

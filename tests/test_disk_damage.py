@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -210,6 +210,24 @@ def test_a_wrong_covered_mark_is_not_believed_by_a_reader(tmp_path: Path) -> Non
         assert [r.value for r in reader.records()] == values
 
 
+def test_a_wrong_frame_entry_does_not_blame_a_sound_segment(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    values = write_log(log, GROUPS, segment_size=SEGMENT_SIZE)
+    index = LogIndex(log)
+    try:
+        with index._env.begin(write=True, db=index._frames) as txn:
+            target = _KEY.pack(1 + GROUPS[0] + GROUPS[1])  # the frame of LSNs 7..8
+            fields = list(_FRAME.unpack(txn.get(target)))
+            fields[1] += 3  # offset: now points into the middle of a frame
+            txn.put(target, _FRAME.pack(*fields))
+    finally:
+        index.close()
+    with LogReader(log) as reader:
+        assert reader.read(7).value == values[6]
+        assert [r.value for r in reader.records()] == values
+    assert verify_log(log).ok
+
+
 def test_a_frame_entry_with_a_wrong_record_count_is_caught(tmp_path: Path) -> None:
     log = tmp_path / "log"
     values = write_log(log, GROUPS, segment_size=SEGMENT_SIZE)
@@ -226,29 +244,37 @@ def test_a_frame_entry_with_a_wrong_record_count_is_caught(tmp_path: Path) -> No
         assert [reader.read(lsn).value for lsn in range(1, 9)] == values[:8]
 
 
-# -- 3. trimmed history cannot be replayed ----------------------------------------------------------
-
-
-def test_records_from_zero_on_an_untrimmed_log_start_at_one(tmp_path: Path) -> None:
+def test_a_wrong_time_entry_is_not_believed(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    write_log(log, [2, 3])
+    write_log(log, GROUPS, segment_size=SEGMENT_SIZE, start_ns=1_000)
     with LogReader(log) as reader:
-        assert [r.lsn for r in reader.records(0, 3)] == [1, 2, 3]
+        right = reader.seek_time(2_500)
+    index = LogIndex(log)
+    try:
+        with index._env.begin(write=True, db=index._times) as txn:
+            txn.put(struct.pack(">QQ", 2_600 + (1 << 63), 9_999), b"")  # no frame starts there
+    finally:
+        index.close()
+    with LogReader(log) as reader:
+        assert right == 7
+        assert reader.seek_time(2_500) == right
 
 
-def _split_segment(log: Path) -> int:
-    """Split the only segment at its second frame (a log as a small segment size would make it).
+def test_the_writer_refuses_when_the_last_covered_frame_is_no_longer_whole(
+    tmp_path: Path,
+) -> None:
+    """The index covered the frame, so its fsync had returned: damage there is not a torn tail,
+    and the writer must neither cut it nor append after it."""
+    log = tmp_path / "log"
+    write_log(log, GROUPS, segment_size=SEGMENT_SIZE)
+    newest = _segments(log)[-1]
+    data = bytearray(newest.read_bytes())
+    data[-1] ^= 0x01  # the last byte of the last frame's body
+    newest.write_bytes(bytes(data))
+    before = _snapshot(log)
+    with pytest.raises(CorruptLogError, match=f"LSN {TOTAL - GROUPS[-1] + 1}..{TOTAL}"):
+        LogWriter.open(log, sync=False)
+    assert _snapshot(log) == before
 
-    Returns the new segment's first LSN. The index is removed; it is rebuilt on the next open.
-    """
-    from logformat._segment import encode_segment_header, segment_name
 
-    (seg,) = _segments(log)
-    frames = _frames(log)
-    assert len(frames) >= 3
-    _, offset, first = frames[1]
-    data = seg.read_bytes()
-    seg.write_bytes(data[:offset])
-    (log / segment_name(first)).write_bytes(encode_segment_header(first) + data[offset:])
-    shutil.rmtree(log / "index")
-    return first
+# -- 3. trimmed history cannot be replayed ----------------------------------------------------------
