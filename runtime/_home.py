@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import msgpack
 
 from logformat import NotALogError, acquire_env, read_meta, release_env
 
-from ._errors import InstanceError, InstanceNameError, RegistryError
+from ._errors import InstanceError, InstanceNameError, RegistryError, SecretError
 
 DEFAULT_HOME = ".immortals"
 
@@ -82,17 +83,22 @@ class Home:
         return self.path / "logs" / check_name(name)
 
     def secret(self) -> bytes:
-        """The cluster secret, created on first use (atomically: never seen half-written)."""
+        """The cluster secret, created on first use (atomically: never seen half-written).
+
+        Refused (SecretError) when shorter than 32 bytes, unreadable, or, like ssh refuses a
+        private key, when owned by this user and open to group or others in any way.
+        """
         path = self.path / "secret"
         try:
-            return path.read_bytes()
+            return _read_secret(path)
         except FileNotFoundError:
             pass
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / f".secret.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, secrets.token_bytes(32))
+            os.fchmod(fd, 0o600)  # a leftover file keeps its mode through O_CREAT
+            os.write(fd, secrets.token_bytes(SECRET_BYTES))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -102,7 +108,13 @@ class Home:
             pass
         finally:
             tmp.unlink()
-        return path.read_bytes()
+        try:
+            return _read_secret(path)
+        except FileNotFoundError:
+            raise SecretError(
+                f"the cluster secret {path} is missing right after it was created: something "
+                f"removes files in {self.path}; stop it and retry"
+            ) from None
 
     def _registry(self) -> lmdb.Environment:
         """The registry's environment, its two databases open and any old layout migrated."""
@@ -163,6 +175,42 @@ class Home:
         if self._env is not None:
             self._env = self._records = self._epochs = None
             release_env(self.path / "registry")
+
+
+SECRET_BYTES = 32
+
+
+def _read_secret(path: Path) -> bytes:
+    """The secret at ``path``, checked; FileNotFoundError when there is none."""
+    fix = f"or remove it to have a new one made, then restart every instance of {path.parent}"
+    try:
+        with open(path, "rb") as file:
+            info = os.fstat(file.fileno())
+            data = file.read(1 << 16) if stat.S_ISREG(info.st_mode) else None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise SecretError(
+            f"cannot read the cluster secret {path} ({exc.strerror or exc}): make it a file "
+            f"this user can read, {fix}"
+        ) from None
+    if data is None:
+        raise SecretError(
+            f"cannot read the cluster secret {path}: it is not a regular file; replace it with "
+            f"the cluster's secret file, {fix}"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == os.getuid() and mode & 0o077:
+        raise SecretError(
+            f"the cluster secret {path} has mode {mode:04o}, open to group or others: run "
+            f"`chmod 600 {path}` (refused as ssh refuses a private key others can read)"
+        )
+    if len(data) < SECRET_BYTES:
+        raise SecretError(
+            f"the cluster secret {path} holds {len(data)} bytes, at least {SECRET_BYTES} are "
+            f"needed: copy the cluster's secret there (mode 600), {fix}"
+        )
+    return data
 
 
 # The registry keeps records and epoch counters in two lmdb named databases, so that no name can

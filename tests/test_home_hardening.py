@@ -4,6 +4,7 @@ exposed secrets, a damaged or full registry, each with one line that says what t
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ import lmdb
 import msgpack
 import pytest
 
-from runtime import InstanceError
+from runtime import InstanceError, SecretError
 from runtime._home import Home, InstanceRecord, is_valid_name
+from runtime.cli import main
 from tests._instances import run_cli
 
 COUNTER = "samples/counter/counter.py:Server"
@@ -183,3 +185,93 @@ def test_run_refuses_a_bad_name_in_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("immortals: error: bad instance name 'epoch:foo'")
     assert "a letter or digit, then up to 62" in lines[0]
     assert not (tmp_path / "home" / "logs").exists()
+
+
+# -- item 13: the cluster secret ----------------------------------------------------------------
+
+
+def _write_secret(home: Home, data: bytes, mode: int = 0o600) -> Path:
+    home.path.mkdir(parents=True, exist_ok=True)
+    path = home.path / "secret"
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def test_a_new_secret_is_32_random_bytes_readable_by_the_owner_only(home: Home) -> None:
+    old_umask = os.umask(0)  # the mode must not depend on the umask
+    try:
+        secret = home.secret()
+    finally:
+        os.umask(old_umask)
+    assert len(secret) == 32
+    assert stat.S_IMODE((home.path / "secret").stat().st_mode) == 0o600
+    assert Home(home.path).secret() == secret
+    assert [p.name for p in home.path.iterdir()] == ["secret"]  # no temporary file left
+
+
+def test_a_leftover_temporary_file_does_not_widen_the_new_secret(home: Home) -> None:
+    home.path.mkdir(parents=True)
+    leftover = home.path / f".secret.{os.getpid()}.tmp"
+    leftover.write_bytes(b"")
+    leftover.chmod(0o644)
+    home.secret()
+    assert stat.S_IMODE((home.path / "secret").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("data", [b"", b"x" * 31], ids=["empty", "31 bytes"])
+def test_a_short_secret_is_refused(home: Home, data: bytes) -> None:
+    path = _write_secret(home, data)
+    with pytest.raises(SecretError) as caught:
+        home.secret()
+    message = str(caught.value)
+    assert str(path) in message and f"holds {len(data)} bytes" in message
+    assert "at least 32" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644])
+def test_a_secret_open_to_group_or_others_is_refused_as_ssh_refuses_a_private_key(
+    home: Home, mode: int
+) -> None:
+    path = _write_secret(home, os.urandom(32), mode)
+    with pytest.raises(SecretError, match=f"chmod 600 {path}") as caught:
+        home.secret()
+    assert f"mode {mode:04o}" in str(caught.value)
+
+
+def test_a_read_only_secret_of_the_owner_is_accepted(home: Home) -> None:
+    data = os.urandom(48)
+    _write_secret(home, data, 0o400)
+    assert home.secret() == data
+
+
+def test_an_unreadable_secret_is_refused(home: Home) -> None:
+    (home.path / "secret").mkdir(parents=True)
+    with pytest.raises(SecretError, match="cannot read the cluster secret") as caught:
+        home.secret()
+    assert str(home.path / "secret") in str(caught.value)
+
+
+def test_a_secret_missing_right_after_creation_is_refused(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "link", lambda src, dst: None)  # as if removed at once
+    with pytest.raises(SecretError, match="missing right after it was created"):
+        home.secret()
+
+
+def test_immortals_call_and_run_say_what_is_wrong_with_the_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = Home(tmp_path / "home")
+    home.register(_record("server"))
+    home.close()
+    path = _write_secret(home, b"")
+    assert main(["call", "server", "get", "--home", str(home.path), "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("immortals: error: the cluster secret")
+    path.write_bytes(os.urandom(32))
+    path.chmod(0o644)
+    result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "chmod 600" in result.stderr
