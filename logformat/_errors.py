@@ -126,7 +126,8 @@ class TrimmedError(LsnOutOfRangeError):
         self.lsn = lsn
         self.first_lsn = first_lsn
         super().__init__(
-            f"LSN {lsn} was trimmed from the log: the first LSN it holds is {first_lsn}"
+            f"LSN {lsn} is no longer in the log (trimmed, or its segment was lost): "
+            f"the first LSN it holds is {first_lsn}"
         )
 
 

@@ -27,6 +27,7 @@ from ._errors import (
     FormatVersionError,
     FrameError,
     LsnOutOfRangeError,
+    TrimmedError,
     ValueCodecError,
 )
 from ._files import (
@@ -141,8 +142,15 @@ class LogReader:
         return Record(lsn, loc.epoch, loc.wall_ns, value)
 
     def records(self, from_lsn: int | None = None, to_lsn: int | None = None) -> Iterator[Record]:
-        """Records from ``from_lsn`` to ``to_lsn`` inclusive (default: the whole log), in order."""
-        start = self.first_lsn if from_lsn is None else max(from_lsn, self.first_lsn)
+        """Records from ``from_lsn`` to ``to_lsn`` inclusive (default: the whole log), in order.
+
+        A ``from_lsn`` below the first LSN of a trimmed log raises TrimmedError: those records
+        are gone, and starting later instead would hand the caller a history with a hole in it.
+        (LSNs below 1 never existed, so a start below 1 means "from the beginning".)
+        """
+        start = self.first_lsn if from_lsn is None else max(from_lsn, 1)
+        if start < self.first_lsn:
+            raise TrimmedError(start, self.first_lsn)
         end = self.last_lsn if to_lsn is None else min(to_lsn, self.last_lsn)
         if start > end:
             return
@@ -256,14 +264,20 @@ class LogReader:
         raise CheckpointError(f"{self.path}: no checkpoint at LSN {lsn}")
 
     def newest_checkpoint(
-        self, *, at_or_below: int | None = None, allow_pickle: bool = False
+        self,
+        *,
+        at_or_below: int | None = None,
+        allow_pickle: bool = False,
+        failed: list[CheckpointError] | None = None,
     ) -> tuple[int, Any, list[CheckpointError]] | None:
         """The newest checkpoint that loads (at or below an LSN), skipping damaged ones.
 
         Returns (lsn, state, errors of the newer checkpoints that were skipped), or None when no
         checkpoint loads. A pickled checkpoint without ``allow_pickle`` is an error, not a skip.
+        ``failed``, if given, receives the same errors, also when None is returned (so a caller
+        can say which checkpoints did not load).
         """
-        skipped: list[CheckpointError] = []
+        skipped: list[CheckpointError] = [] if failed is None else failed
         for lsn, path in reversed(list_checkpoint_files(self.path)):
             if at_or_below is not None and lsn > at_or_below:
                 continue

@@ -194,12 +194,33 @@ class Node:
         skipped: list[str] = []
         replayed = 0
         with LogReader(log_dir) as reader:
-            found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
+            from logformat import CheckpointError
+
+            failed: list[CheckpointError] = []
+            found = reader.newest_checkpoint(
+                allow_pickle=self.config.coordinator.allow_pickle, failed=failed
+            )
             if found is not None:
                 checkpoint_lsn, payload, errors = found
                 skipped = [str(e) for e in errors]
                 where = f"checkpoint at LSN {checkpoint_lsn} of {log_dir}"
                 coordinator.restore(read_checkpoint(payload, where=where), checkpoint_lsn)
+            if coordinator.next_lsn < reader.first_lsn:
+                # The steps before the log's first LSN were trimmed: replaying from a later one
+                # would run the app from a state it never had (``__init__`` and ``main`` again).
+                first = reader.first_lsn
+                loaded = (
+                    f"the newest checkpoint that loads is at LSN {checkpoint_lsn}"
+                    if checkpoint_lsn is not None
+                    else "no checkpoint loads"
+                )
+                reasons = "; ".join(" ".join(str(e).split()) for e in failed) or "none is left"
+                raise InstanceError(
+                    f"{log_dir}: cannot recover: the first LSN it still holds is {first} (the "
+                    f"steps before it were trimmed) and {loaded} (failed: {reasons}); a checkpoint "
+                    f"at LSN {first - 1} or later is needed: restore the checkpoints from a "
+                    "backup, or move the log aside to start the instance afresh"
+                )
             for rec in reader.records(coordinator.next_lsn):
                 coordinator.replay(rec.value, rec.lsn)
                 replayed += 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,13 @@ from logformat import (
     CorruptLogError,
     LogReader,
     LogWriter,
+    LsnOutOfRangeError,
+    trim_log,
     verify_log,
 )
 from logformat._index import _COVERED, _FRAME, _KEY, LogIndex
+from runtime import connect
+from tests._instances import Cluster
 from tests.logutil import record, write_log
 
 SEGMENT_SIZE = 600
@@ -278,3 +284,87 @@ def test_the_writer_refuses_when_the_last_covered_frame_is_no_longer_whole(
 
 
 # -- 3. trimmed history cannot be replayed ----------------------------------------------------------
+
+
+def test_records_below_a_trimmed_start_are_an_error(log: Path) -> None:
+    below = int(_segments(log)[2].stem)
+    trim_log(log, below)
+    with LogReader(log) as reader:
+        assert reader.first_lsn == below
+        for start in (1, below - 1):
+            with pytest.raises(LsnOutOfRangeError, match=f"first LSN it holds is {below}"):
+                list(reader.records(start))
+        assert next(reader.records()).lsn == below
+        assert next(reader.records(below)).lsn == below
+
+
+def test_records_from_zero_on_an_untrimmed_log_start_at_one(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    write_log(log, [2, 3])
+    with LogReader(log) as reader:
+        assert [r.lsn for r in reader.records(0, 3)] == [1, 2, 3]
+
+
+def _split_segment(log: Path) -> int:
+    """Split the only segment at its second frame (a log as a small segment size would make it).
+
+    Returns the new segment's first LSN. The index is removed; it is rebuilt on the next open.
+    """
+    from logformat._segment import encode_segment_header, segment_name
+
+    (seg,) = _segments(log)
+    frames = _frames(log)
+    assert len(frames) >= 3
+    _, offset, first = frames[1]
+    data = seg.read_bytes()
+    seg.write_bytes(data[:offset])
+    (log / segment_name(first)).write_bytes(encode_segment_header(first) + data[offset:])
+    shutil.rmtree(log / "index")
+    return first
+
+
+def test_a_trimmed_log_without_a_loadable_checkpoint_refuses_to_start(
+    home: Path, cluster: Cluster
+) -> None:
+    server = cluster.start(SERVER, "server", "--checkpoint-seconds", "0.2")
+    with connect(home) as client:
+        counts = [client.call("server", "inc") for _ in range(5)]
+        pause = threading.Event()
+        pause.wait(0.5)
+        counts += [client.call("server", "inc") for _ in range(5)]
+        pause.wait(0.5)
+        counts.append(client.call("server", "inc"))
+    assert counts == list(range(1, 12))
+    assert server.stop() == 0
+    log = server.log_dir()
+    checkpoints = sorted((log / "checkpoints").glob("*.ckpt"))
+    assert checkpoints, "the instance wrote no checkpoint"
+    first = _split_segment(log)
+    report = trim_log(log, first)
+    assert report.first_lsn == first > 1
+    remaining = sorted((log / "checkpoints").glob("*.ckpt"))
+    assert remaining
+    for ckpt in remaining:  # a flipped byte in each body: none loads any more
+        data = bytearray(ckpt.read_bytes())
+        data[-1] ^= 0x40
+        ckpt.write_bytes(bytes(data))
+    before = _snapshot(log)
+    with LogReader(log) as reader:
+        last = reader.last_lsn
+
+    errors_before = len(server.stderr)
+    server.start(wait=False)
+    assert server.proc is not None
+    code = server.proc.wait(60)
+    assert code != 0
+    new_lines = [line for line in server.stderr[errors_before:] if line.strip()]
+    assert len(new_lines) == 1, new_lines
+    (line,) = new_lines
+    assert "Traceback" not in line
+    assert f"first LSN it still holds is {first}" in line, line
+    for ckpt in remaining:
+        assert ckpt.name in line, line
+    assert "restore" in line, line
+    assert _snapshot(log) == before  # nothing appended, nothing cut
+    with LogReader(log) as reader:
+        assert reader.last_lsn == last
