@@ -414,13 +414,20 @@ def _verify_summary(report: VerifyReport) -> str:
 def _verify_advice(report: VerifyReport) -> list[str]:
     kinds = {d.damage.kind for d in report.damaged}
     advice = []
-    if "torn-tail" in kinds:
+    if "missing" in kinds:
+        advice.append(
+            "records the log once held are missing (the named checkpoint, metadata or later "
+            "segment proves they existed): restore the missing segment files from a replica or "
+            "a backup, or move the log aside to start the instance afresh; until then the "
+            "instance refuses to start rather than reuse their LSNs"
+        )
+    if "torn-tail" in kinds and "missing" not in kinds:
         advice.append(
             "a torn tail is a write cut short by a crash; nothing in it was acknowledged, and "
             "the next writer to open the log (the instance's next start) cuts it back to the "
             "last whole frame"
         )
-    if kinds - {"torn-tail"}:
+    if kinds - {"torn-tail", "missing"}:
         advice.append(
             "damage in the middle cannot be repaired from this copy: restore the named segment "
             "files from a replica or a backup; until then the records in and after the damaged "

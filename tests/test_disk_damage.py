@@ -27,7 +27,7 @@ from logformat import (
 )
 from logformat._index import _COVERED, _FRAME, _KEY, LogIndex
 from runtime import connect
-from tests._instances import Cluster
+from tests._instances import Cluster, run_cli
 from tests.logutil import record, write_log
 
 SEGMENT_SIZE = 600
@@ -98,6 +98,20 @@ def test_a_cut_newest_segment_behind_a_checkpoint_is_reported_and_refused(
     assert f"{TOTAL:020d}.ckpt" in message and f"{kept + 1}..{TOTAL}" in message, message
     assert "restore the missing segments" in message and "move the log aside" in message
     assert _snapshot(log) == before  # nothing cut, nothing created
+
+
+def test_log_verify_names_the_missing_range_and_says_what_to_do(log: Path, tmp_path: Path) -> None:
+    kept = _cut_newest(log, "mid-frame")
+    done = run_cli("log", "verify", str(log), home=tmp_path / "home")
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "DAMAGED" in lines[0]
+    assert any(
+        f"LSNs {kept + 1}..{TOTAL}" in line and f"{TOTAL:020d}.ckpt" in line for line in lines
+    ), lines
+    hints = [line for line in lines if line.startswith("hint:")]
+    assert any("restore the missing segment" in h and "move the log aside" in h for h in hints)
+    assert not any("cuts it back" in h for h in hints), hints  # the writer refuses, cuts nothing
 
 
 def test_the_only_segment_deleted_with_checkpoints_left_is_refused(tmp_path: Path) -> None:
