@@ -15,10 +15,13 @@ by its log's writer lock, not by what the registry says.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,21 +96,28 @@ class Home:
             return _read_secret(path)
         except FileNotFoundError:
             pass
-        self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / f".secret.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # a leftover file keeps its mode through O_CREAT
-            os.write(fd, secrets.token_bytes(SECRET_BYTES))
-            os.fsync(fd)
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # a leftover file keeps its mode through O_CREAT
+                data = secrets.token_bytes(SECRET_BYTES)
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with suppress(FileExistsError):  # another process won the race: use theirs
+                os.link(tmp, path)
+        except OSError as exc:
+            raise SecretError(
+                f"cannot create the cluster secret {path} ({exc.strerror or exc}): free space "
+                f"on its disk or let this user write {self.path}, then retry"
+            ) from None
         finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another process won the race: then use theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+            with suppress(OSError):
+                tmp.unlink()
         try:
             return _read_secret(path)
         except FileNotFoundError:
@@ -117,43 +127,78 @@ class Home:
             ) from None
 
     def _registry(self) -> lmdb.Environment:
-        """The registry's environment, its two databases open and any old layout migrated."""
+        """The registry's environment, its two databases open and any old layout migrated.
+
+        Call it inside ``_guarded``, which turns lmdb and decoding errors into RegistryError.
+        """
         if self._env is None:
-            env = acquire_env(self.path / "registry", map_size=1 << 28, max_dbs=2)
+            where = self.path / "registry"
+            _check_free_space(where)
+            env = acquire_env(where, map_size=REGISTRY_MAP_SIZE, max_dbs=2)
             try:
                 with env.begin(write=True) as txn:
                     records = env.open_db(RECORDS_DB, txn=txn)
                     epochs = env.open_db(EPOCHS_DB, txn=txn)
                     _migrate_main_db(txn, records, epochs)
             except BaseException:
-                release_env(self.path / "registry")
+                release_env(where)
                 raise
             self._env, self._records, self._epochs = env, records, epochs
         return self._env
 
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Registry access: lmdb, file system and decoding errors become one RegistryError."""
+        where = self.path / "registry"
+        try:
+            yield
+        except _Damaged as exc:
+            raise RegistryError(_damaged(where, str(exc))) from None
+        except _DAMAGE as exc:
+            raise RegistryError(_damaged(where, _one_line(exc))) from None
+        except lmdb.MapFullError:
+            raise RegistryError(
+                f"the registry {where} is full (it holds at most {REGISTRY_MAP_SIZE >> 20} MiB): "
+                f"it is a cache of what runs; move it aside (mv {where} {where}.full) and restart "
+                "the instances"
+            ) from None
+        except _NoSpace as exc:
+            raise RegistryError(_no_space(where, str(exc))) from None
+        except lmdb.DiskError as exc:
+            raise RegistryError(_no_space(where, _one_line(exc))) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RegistryError(_no_space(where, _one_line(exc))) from None
+            raise RegistryError(_unusable(where, _one_line(exc))) from None
+        except lmdb.Error as exc:
+            raise RegistryError(_unusable(where, _one_line(exc))) from None
+
     def register(self, record: InstanceRecord) -> None:
         key = check_name(record.name).encode()
-        env = self._registry()
-        with env.begin(write=True, db=self._records) as txn:
-            txn.put(key, msgpack.packb(asdict(record)))
+        with self._guarded():
+            env = self._registry()
+            with env.begin(write=True, db=self._records) as txn:
+                txn.put(key, msgpack.packb(asdict(record)))
 
     def next_epoch(self, name: str) -> int:
         """Allocate the epoch for a new start of ``name`` (one more than any before)."""
         key = check_name(name).encode()
-        env = self._registry()
-        with env.begin(write=True, db=self._epochs) as txn:
-            epoch = _decode_epoch(txn.get(key), name) + 1
-            txn.put(key, str(epoch).encode())
+        with self._guarded():
+            env = self._registry()
+            with env.begin(write=True, db=self._epochs) as txn:
+                epoch = _decode_epoch(txn.get(key), name) + 1
+                txn.put(key, str(epoch).encode())
         return epoch
 
     def lookup(self, name: str) -> InstanceRecord | None:
         key = check_name(name).encode()
         if not (self.path / "registry").exists():
             return None
-        env = self._registry()
-        with env.begin(db=self._records) as txn:
-            raw = txn.get(key)
-        return None if raw is None else _decode_record(raw, name)
+        with self._guarded():
+            env = self._registry()
+            with env.begin(db=self._records) as txn:
+                raw = txn.get(key)
+            return None if raw is None else _decode_record(raw, name)
 
     def require(self, name: str) -> InstanceRecord:
         record = self.lookup(name)
@@ -167,9 +212,10 @@ class Home:
     def instances(self) -> list[InstanceRecord]:
         if not (self.path / "registry").exists():
             return []
-        env = self._registry()
-        with env.begin(db=self._records) as txn:
-            return [_decode_record(value, key.decode()) for key, value in txn.cursor()]
+        with self._guarded():
+            env = self._registry()
+            with env.begin(db=self._records) as txn:
+                return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
 
     def close(self) -> None:
         if self._env is not None:
@@ -245,7 +291,7 @@ def _migrate_main_db(txn: lmdb.Transaction, records: Any, epochs: Any) -> None:
             continue
         try:
             record = _decode_record(value, name)
-        except RegistryError:
+        except _Damaged:
             continue  # the registry is a cache: a record that does not decode is forgotten
         txn.put(key, value, db=records)
         counters[name] = max(counters.get(name, 0), record.epoch)
@@ -257,11 +303,77 @@ def _migrate_main_db(txn: lmdb.Transaction, records: Any, epochs: Any) -> None:
             txn.put(key, str(epoch).encode(), db=epochs)
 
 
+REGISTRY_MAP_SIZE = 1 << 28
+# lmdb maps its lock file and touches its pages: on a full disk that is SIGBUS, not an error.
+# So the registry is not opened with less than this free.
+MIN_FREE_BYTES = 1 << 20
+
+# lmdb errors that mean the files are not (or no longer) a sound lmdb environment.
+_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.InvalidError,
+    lmdb.PageNotFoundError,
+    lmdb.VersionMismatchError,
+    lmdb.IncompatibleError,
+    lmdb.BadChecksumError,
+    lmdb.PanicError,
+)
+
+
+class _Damaged(Exception):
+    """A stored value that does not decode (turned into RegistryError by ``_guarded``)."""
+
+
+class _NoSpace(Exception):
+    """Too little free space to open the registry safely."""
+
+
+def _damaged(where: Path, detail: str) -> str:
+    return (
+        f"the registry {where} is damaged ({detail}): it is a cache of what runs; move it "
+        f"aside (mv {where} {where}.damaged) and restart the instances"
+    )
+
+
+def _no_space(where: Path, detail: str) -> str:
+    return (
+        f"cannot use the registry {where}: no space left on its disk ({detail}); free space "
+        "there and retry"
+    )
+
+
+def _unusable(where: Path, detail: str) -> str:
+    return (
+        f"cannot use the registry {where} ({detail}): it must be a directory this user can "
+        "read and write"
+    )
+
+
+def _check_free_space(where: Path) -> None:
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fs = os.statvfs(probe)
+    except OSError:
+        return  # cannot tell: lmdb will say what is wrong
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise _NoSpace(f"{free} bytes free, {MIN_FREE_BYTES >> 20} MiB needed")
+
+
+def _key_name(key: bytes) -> str:
+    try:
+        return bytes(key).decode()
+    except UnicodeDecodeError:
+        raise _Damaged(f"a record key {bytes(key)[:40]!r} is not UTF-8") from None
+
+
 def _decode_epoch(raw: bytes | None, name: str) -> int:
     if raw is None:
         return 0
     if not raw.isdigit():
-        raise RegistryError(f"epoch counter of {name!r} is {raw[:40]!r}, not a number")
+        raise _Damaged(f"epoch counter of {name!r} is {raw[:40]!r}, not a number")
     return int(raw)
 
 
@@ -283,15 +395,15 @@ def _decode_record(raw: bytes, name: str) -> InstanceRecord:
     try:
         data = msgpack.unpackb(raw)
     except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError...
-        raise RegistryError(f"the record of {name!r} does not decode ({_one_line(exc)})") from None
+        raise _Damaged(f"the record of {name!r} does not decode ({_one_line(exc)})") from None
     if not isinstance(data, dict):
-        raise RegistryError(f"the record of {name!r} is a {type(data).__name__}, not a map")
+        raise _Damaged(f"the record of {name!r} is a {type(data).__name__}, not a map")
     for field, kind in _RECORD_FIELDS.items():
         value = data.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise RegistryError(f"the record of {name!r} has a bad {field!r}: {value!r:.60}")
+            raise _Damaged(f"the record of {name!r} has a bad {field!r}: {value!r:.60}")
     if data["name"] != name:
-        raise RegistryError(f"the record stored as {name!r} names {data['name']!r}")
+        raise _Damaged(f"the record stored as {name!r} names {data['name']!r}")
     return InstanceRecord(**{field: data[field] for field in _RECORD_FIELDS})
 
 

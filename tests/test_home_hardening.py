@@ -3,9 +3,11 @@ exposed secrets, a damaged or full registry, each with one line that says what t
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,11 @@ import lmdb
 import msgpack
 import pytest
 
-from runtime import InstanceError, SecretError
-from runtime._home import Home, InstanceRecord, is_valid_name
+import runtime._home as home_module
+from runtime import InstanceError, RegistryError, SecretError
+from runtime._home import EPOCHS_DB, RECORDS_DB, Home, InstanceRecord, is_valid_name
 from runtime.cli import main
-from tests._instances import run_cli
+from tests._instances import REPO, run_cli
 
 COUNTER = "samples/counter/counter.py:Server"
 
@@ -275,3 +278,179 @@ def test_immortals_call_and_run_say_what_is_wrong_with_the_secret(
     result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "chmod 600" in result.stderr
+
+
+# -- item 14: a damaged or full registry --------------------------------------------------------
+
+DAMAGED = "is damaged"
+MOVE_ASIDE = "move it aside"
+
+
+def _one_error_line(err: str) -> str:
+    assert err.count("\n") == 1 and err.startswith("immortals: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def _put_raw(home: Home, db: bytes, key: bytes, value: bytes) -> None:
+    """Write bytes straight into one of the registry's databases, past every check."""
+    home.close()
+    with lmdb.open(str(home.path / "registry"), max_dbs=4) as env:
+        handle = env.open_db(db)
+        with env.begin(write=True, db=handle) as txn:
+            txn.put(key, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xc1",  # never used in msgpack
+        b"\x92\x01",  # an array cut short
+        msgpack.packb({"name": "server"}),  # fields missing
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb(b"\xff\xfe"),
+        msgpack.packb({"name": "server", "host": 5}),
+    ],
+    ids=["bad byte", "truncated", "fields missing", "array", "bytes", "bad type"],
+)
+def test_a_damaged_record_is_one_line_naming_the_registry(
+    home: Home, value: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.register(_record("server"))
+    _put_raw(home, RECORDS_DB, b"server", value)
+    with pytest.raises(RegistryError, match=DAMAGED):
+        Home(home.path).lookup("server")
+    with pytest.raises(RegistryError, match=DAMAGED):
+        Home(home.path).instances()
+    assert main(["call", "server", "get", "--home", str(home.path), "--timeout", "5"]) == 2
+    err = _one_error_line(capsys.readouterr().err)
+    assert f"the registry {home.path / 'registry'} {DAMAGED}" in err and MOVE_ASIDE in err
+
+
+def test_a_key_that_is_not_utf8_is_damage(home: Home) -> None:
+    home.register(_record("server"))
+    _put_raw(home, RECORDS_DB, b"\xff\xfe", msgpack.packb({}))
+    with pytest.raises(RegistryError, match=DAMAGED):
+        Home(home.path).instances()
+
+
+def test_a_damaged_epoch_counter_stops_run_with_one_line(home: Home) -> None:
+    home.next_epoch("server")
+    _put_raw(home, EPOCHS_DB, b"server", b"\x81\xa1a\x01")
+    result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
+    assert result.returncode == 2
+    err = _one_error_line(result.stderr)
+    assert DAMAGED in err and MOVE_ASIDE in err and "epoch counter of 'server'" in err
+
+
+@pytest.mark.parametrize("junk", [b"\x00" * 10, b"not an lmdb file" * 512], ids=["short", "long"])
+def test_a_registry_file_that_is_not_lmdb_is_one_line(
+    home: Home, junk: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.register(_record("server"))
+    home.close()
+    (home.path / "registry" / "data.mdb").write_bytes(junk)
+    assert main(["call", "server", "get", "--home", str(home.path), "--timeout", "5"]) == 2
+    err = _one_error_line(capsys.readouterr().err)
+    assert DAMAGED in err and MOVE_ASIDE in err
+    result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
+    assert result.returncode == 2
+    assert DAMAGED in _one_error_line(result.stderr)
+
+
+def test_a_registry_path_that_is_a_file_is_one_line(home: Home) -> None:
+    home.path.mkdir(parents=True)
+    (home.path / "registry").write_text("not a directory")
+    with pytest.raises(RegistryError, match="cannot use the registry"):
+        home.next_epoch("server")
+
+
+class _FullDiskTxn:
+    def __enter__(self) -> _FullDiskTxn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, key: bytes, db: object = None) -> None:
+        return None
+
+    def cursor(self, db: object = None) -> list[tuple[bytes, bytes]]:
+        return []
+
+    def put(self, key: bytes, value: bytes, db: object = None) -> None:
+        raise lmdb.DiskError("mdb_put: No space left on device")
+
+
+class _FullDiskEnv:
+    def begin(self, **options: object) -> _FullDiskTxn:
+        return _FullDiskTxn()
+
+    def open_db(self, name: bytes, txn: object = None) -> None:
+        return None
+
+
+def test_a_full_disk_while_writing_is_one_line(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(home_module, "acquire_env", lambda path, **options: _FullDiskEnv())
+    monkeypatch.setattr(home_module, "release_env", lambda path: None)
+    for write in (lambda: home.next_epoch("server"), lambda: home.register(_record("server"))):
+        with pytest.raises(RegistryError, match="no space left") as caught:
+            write()
+        assert str(home.path / "registry") in str(caught.value)
+        assert "free space" in str(caught.value)
+    home.close()  # while release_env is still the stand-in
+
+
+def test_a_full_disk_at_open_is_one_line(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(path: Path, **options: object) -> None:
+        raise lmdb.DiskError(f"{path}: No space left on device")
+
+    monkeypatch.setattr(home_module, "acquire_env", full)
+    with pytest.raises(RegistryError, match="no space left"):
+        home.next_epoch("server")
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, filled up (skipped where mounting is not allowed)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        try:
+            with open(mount / "filler", "wb") as filler:
+                filler.write(b"\0" * (2 << 20))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        else:
+            pytest.fail("a 1 MiB tmpfs took 2 MiB")
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_run_on_a_full_disk_is_one_line(full_disk: Path) -> None:
+    """lmdb would take SIGBUS touching its lock file on a full disk: the free space is checked."""
+    result = run_cli("run", COUNTER, "--name", "server", home=full_disk / "home", timeout=30)
+    assert result.returncode == 2, result.stderr
+    err = _one_error_line(result.stderr)
+    assert "no space left" in err.lower() and str(full_disk / "home") in err
+
+
+def test_a_registry_on_a_full_disk_is_refused_before_lmdb_opens(full_disk: Path) -> None:
+    # In a child process: if lmdb were reached, its SIGBUS would kill the test run.
+    code = (
+        f"from runtime._home import Home\nHome({str(full_disk / 'home')!r}).next_epoch('server')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=REPO
+    )
+    assert result.returncode == 1, result.stderr
+    assert "RegistryError" in result.stderr and "no space left" in result.stderr
