@@ -51,6 +51,7 @@ from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Link, QuietWatch, debug, receive, write_message
 from ._protocol import Closed, Connection, Opened, Received
+from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
@@ -125,7 +126,7 @@ class Node:
         self._incoming: dict[str, asyncio.StreamWriter] = {}
         self._timers: dict[Any, asyncio.TimerHandle] = {}
         self._server: asyncio.Server | None = None
-        self._released_fd = -1
+        self._released: ReleasedFile | None = None
         self._keys: KeyIndex | None = None
         self._key_reader: LogReader | None = None
         self._emit_stream = self.config.emit_stream or sys.stdout
@@ -231,15 +232,37 @@ class Node:
                     "segments are missing); restore the missing segments, or move the log aside "
                     "to start the instance afresh"
                 )
-            self._released_fd = os.open(log_dir / "released", os.O_RDWR | os.O_CREAT, 0o644)
-            raw = os.pread(self._released_fd, 8, 0)
-            released = int.from_bytes(raw, "little") if len(raw) == 8 else 0
-            span = coordinator.unreleased(released)
+            span = coordinator.unreleased(self._released_upto(reader))
             if span is not None:
                 for rec in reader.records(*span):
                     coordinator.rerelease(rec.value, rec.lsn)
         self._do()
         return checkpoint_lsn, replayed, skipped
+
+    def _released_upto(self, reader: LogReader) -> int:
+        """The last LSN whose emits the world has surely seen, from the released mark.
+
+        A damaged mark is not trusted: every emit the log still holds is printed again (at least
+        once, tagged), rather than one skipped. A mark beyond the log's end proves that records
+        were lost: refuse, as for a checkpoint beyond the end.
+        """
+        self._released = ReleasedFile(reader.path)
+        mark = self._released.read()
+        last = reader.last_lsn
+        if mark.lsn is None:
+            self.log(
+                f"{self.name}: the released mark {self._released.path} is damaged "
+                f"({mark.problem}); printing every emit the log holds again, from LSN "
+                f"{reader.first_lsn} (with --emit-tagged a consumer drops the repeats)"
+            )
+            return reader.first_lsn - 1
+        if mark.lsn > last:
+            raise InstanceError(
+                f"{self._released.path} says the emits up to LSN {mark.lsn} were printed, but "
+                f"the log ends at LSN {last}: records are missing. Restore the missing "
+                "segments, or move the log aside to start the instance afresh"
+            )
+        return mark.lsn
 
     # -- carrying out the coordinator's actions ----------------------------------------------------
 
@@ -364,8 +387,8 @@ class Node:
 
     def _mark_released(self, lsn: int) -> None:
         """Written after printing and without fsync: see ``Coordinator.rerelease``."""
-        if self._released_fd >= 0:
-            os.pwrite(self._released_fd, lsn.to_bytes(8, "little"), 0)
+        if self._released is not None:
+            self._released.write(lsn)
 
     def _set_timer(self, key: Any, due: float) -> None:
         old = self._timers.pop(key, None)
@@ -562,9 +585,9 @@ class Node:
             self._keys.close()
         if self._key_reader is not None:
             self._key_reader.close()
-        if self._released_fd >= 0:
-            os.close(self._released_fd)
-            self._released_fd = -1
+        if self._released is not None:
+            self._released.close()
+            self._released = None
         self._io.shutdown(wait=True)
         self.home.close()
 
