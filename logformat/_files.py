@@ -198,7 +198,13 @@ def header_matches(header: FrameHeader, loc: FrameLoc) -> bool:
     )
 
 
-def missing_records(log_dir: Path, meta: LogMeta, next_lsn: int) -> tuple[Path, Damage] | None:
+def missing_records(
+    log_dir: Path,
+    meta: LogMeta,
+    next_lsn: int,
+    *,
+    checkpoints: list[tuple[int, Path]] | None = None,
+) -> tuple[Path, Damage] | None:
     """Proof that records at or after ``next_lsn`` existed once, though no segment holds them.
 
     ``next_lsn`` is the LSN after the last sound record. A checkpoint file (sound or not: it got
@@ -206,9 +212,13 @@ def missing_records(log_dir: Path, meta: LogMeta, next_lsn: int) -> tuple[Path, 
     that ``meta.json`` says began beyond it, can only exist if the log once reached further:
     the end of the newest segment, or the newest segments, were lost. Returns the file that
     proves it and the missing range (up to the highest LSN proved), or None.
+
+    With a live writer, list ``checkpoints`` (and read ``meta``) *before* scanning the segments
+    that gave ``next_lsn``: a checkpoint written after the scan may follow records it did not see.
     """
     proof: tuple[Path, int, str] | None = None
-    for lsn, path in list_checkpoint_files(log_dir):
+    listed = list_checkpoint_files(log_dir) if checkpoints is None else checkpoints
+    for lsn, path in listed:
         if lsn >= next_lsn and (proof is None or lsn > proof[1]):
             proof = (path, lsn, f"{path.name} holds the state after step {lsn}")
     for version in meta.versions:

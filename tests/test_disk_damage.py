@@ -27,7 +27,7 @@ from logformat import (
 )
 from logformat._index import _COVERED, _FRAME, _KEY, LogIndex
 from runtime import connect
-from tests._instances import Cluster, run_cli
+from tests._instances import Cluster, Instance, run_cli
 from tests.logutil import record, write_log
 
 SEGMENT_SIZE = 600
@@ -171,6 +171,49 @@ def test_a_torn_tail_with_no_checkpoint_beyond_it_is_still_cut(tmp_path: Path) -
     with LogWriter.open(log, sync=False) as writer:
         assert writer.next_lsn == TOTAL + 1
         assert writer.recovery is not None and writer.recovery.truncated is not None
+
+
+def _run_and_checkpoint(home: Path, cluster: Cluster) -> tuple[Instance, Path]:
+    """An instance that made 11 calls and checkpointed after some of them, stopped cleanly."""
+    server = cluster.start(SERVER, "server", "--checkpoint-seconds", "0.2")
+    pause = threading.Event()
+    with connect(home) as client:
+        counts = [client.call("server", "inc") for _ in range(5)]
+        pause.wait(0.5)
+        counts += [client.call("server", "inc") for _ in range(5)]
+        pause.wait(0.5)
+        counts.append(client.call("server", "inc"))
+    assert counts == list(range(1, 12))
+    assert server.stop() == 0
+    log = server.log_dir()
+    assert sorted((log / "checkpoints").glob("*.ckpt")), "the instance wrote no checkpoint"
+    return server, log
+
+
+def _restart_refuses(server: Instance) -> str:
+    """Start again; it must exit non-zero with exactly one line on stderr (returned)."""
+    seen = len(server.stderr)
+    server.start(wait=False)
+    assert server.proc is not None
+    assert server.proc.wait(60) != 0
+    lines = [line for line in server.stderr[seen:] if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+def test_an_instance_whose_only_segment_was_deleted_refuses_to_start(
+    home: Path, cluster: Cluster
+) -> None:
+    server, log = _run_and_checkpoint(home, cluster)
+    newest = max(int(p.stem) for p in (log / "checkpoints").glob("*.ckpt"))
+    for seg in _segments(log):
+        seg.unlink()
+    before = _snapshot(log)
+    line = _restart_refuses(server)
+    assert f"{newest:020d}.ckpt" in line and f"LSNs 1..{newest}" in line, line
+    assert "restore the missing segments" in line, line
+    assert _snapshot(log) == before and _segments(log) == []
 
 
 # -- 2. the index is a cache: it never moves the writer, and never blames a sound segment ---------
@@ -340,19 +383,7 @@ def _split_segment(log: Path) -> int:
 def test_a_trimmed_log_without_a_loadable_checkpoint_refuses_to_start(
     home: Path, cluster: Cluster
 ) -> None:
-    server = cluster.start(SERVER, "server", "--checkpoint-seconds", "0.2")
-    with connect(home) as client:
-        counts = [client.call("server", "inc") for _ in range(5)]
-        pause = threading.Event()
-        pause.wait(0.5)
-        counts += [client.call("server", "inc") for _ in range(5)]
-        pause.wait(0.5)
-        counts.append(client.call("server", "inc"))
-    assert counts == list(range(1, 12))
-    assert server.stop() == 0
-    log = server.log_dir()
-    checkpoints = sorted((log / "checkpoints").glob("*.ckpt"))
-    assert checkpoints, "the instance wrote no checkpoint"
+    server, log = _run_and_checkpoint(home, cluster)
     first = _split_segment(log)
     report = trim_log(log, first)
     assert report.first_lsn == first > 1
@@ -366,15 +397,7 @@ def test_a_trimmed_log_without_a_loadable_checkpoint_refuses_to_start(
     with LogReader(log) as reader:
         last = reader.last_lsn
 
-    errors_before = len(server.stderr)
-    server.start(wait=False)
-    assert server.proc is not None
-    code = server.proc.wait(60)
-    assert code != 0
-    new_lines = [line for line in server.stderr[errors_before:] if line.strip()]
-    assert len(new_lines) == 1, new_lines
-    (line,) = new_lines
-    assert "Traceback" not in line
+    line = _restart_refuses(server)
     assert f"first LSN it still holds is {first}" in line, line
     for ckpt in remaining:
         assert ckpt.name in line, line
