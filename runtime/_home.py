@@ -230,7 +230,8 @@ def _read_secret(path: Path) -> bytes:
     """The secret at ``path``, checked; FileNotFoundError when there is none."""
     fix = f"or remove it to have a new one made, then restart every instance of {path.parent}"
     try:
-        with open(path, "rb") as file:
+        # O_NONBLOCK: a FIFO put there must not hang the open (a regular file ignores it)
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
             info = os.fstat(file.fileno())
             data = file.read(1 << 16) if stat.S_ISREG(info.st_mode) else None
     except FileNotFoundError:

@@ -454,3 +454,10 @@ def test_a_registry_on_a_full_disk_is_refused_before_lmdb_opens(full_disk: Path)
     )
     assert result.returncode == 1, result.stderr
     assert "RegistryError" in result.stderr and "no space left" in result.stderr
+
+
+def test_a_secret_that_is_a_fifo_is_refused_without_hanging(home: Home) -> None:
+    home.path.mkdir(parents=True)
+    os.mkfifo(home.path / "secret", 0o600)
+    with pytest.raises(SecretError, match="not a regular file"):
+        home.secret()
