@@ -60,7 +60,7 @@ class Client:
             f"It may or may not have run: check that {name!r} is running (`immortals log info "
             f"{name} --home {self.home.path}` says whether a process writes its log), then call "
             f"again with the same idempotency key {key!r} (`immortals call --key`): it runs at "
-            "most once"
+            "most once",
         )
 
     def _socket_timeout(self, deadline: float) -> float:
