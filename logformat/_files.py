@@ -139,6 +139,8 @@ def _check_mark(
     for before, after in itertools.pairwise(segments):
         if after.first_lsn > cov.segment:
             break
+        if (before.first_lsn, after.first_lsn) in index.known_boundaries:
+            continue
         tail, head = index.locate(after.first_lsn - 1), index.locate(after.first_lsn)
         if (
             tail is None
@@ -149,6 +151,7 @@ def _check_mark(
             or head.first_lsn != after.first_lsn
         ):
             return False
+        index.known_boundaries.add((before.first_lsn, after.first_lsn))
     if cov.end_offset == SEGMENT_HEADER_SIZE:  # marked an empty first segment, nothing more
         return (
             cov.segment == segments[0].first_lsn == cov.next_lsn

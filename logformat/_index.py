@@ -78,6 +78,9 @@ class LogIndex:
         self._meta = self._env.open_db(b"meta")
         self._checkpoints = self._env.open_db(b"checkpoints")
         self._closed = False
+        # Segment boundaries (previous first LSN, next first LSN) already found to agree with the
+        # segments, so a reader polling a long log does not look them all up on every refresh.
+        self.known_boundaries: set[tuple[int, int]] = set()
 
     def _open_env(self) -> lmdb.Environment:
         return acquire_env(
@@ -107,6 +110,7 @@ class LogIndex:
 
     def reset(self, log_id: str) -> None:
         """Forget everything (the index is about to be rebuilt)."""
+        self.known_boundaries.clear()
         with self._env.begin(write=True) as txn:
             for db in (self._frames, self._times, self._meta, self._checkpoints):
                 txn.drop(db, delete=False)
