@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import os
 import sys
+import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ._home import Home
 from ._protocol import Closed, Connection, Event, Opened, Received
 from ._schema import PING, PeerMessage, msgs, read_ack
-from ._wire import encode_message
+
+HANDSHAKE_SECONDS: Final = 5.0  # an accepted connection must finish the handshake in this time
+MAX_UNAUTHENTICATED: Final = 64  # accepted connections still in the handshake, at most
 
 
 class LinkOwner(Protocol):
@@ -203,10 +206,104 @@ async def receive(
     return events
 
 
+# The protocol state of each accepted connection, by its writer: the node's actions name a
+# connection by its writer (an outside caller's answer, an ack), and every message after the
+# handshake must be sealed and numbered by that connection's protocol.
+_protocols: weakref.WeakKeyDictionary[asyncio.StreamWriter, Connection] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def bind(writer: asyncio.StreamWriter, conn: Connection) -> None:
+    """``write_message(writer, ...)`` goes through ``conn`` from now on."""
+    _protocols[writer] = conn
+
+
 def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
-    """Write one message, ignoring a connection that is already gone."""
+    """Write one message on an accepted connection, sealed by its protocol; a connection that is
+    already gone (or closed by the protocol) is ignored."""
+    conn = _protocols[writer]
     with contextlib.suppress(Exception):
-        writer.write(encode_message(message))
+        writer.write(conn.send(message))
+
+
+class HandshakeGate:
+    """Bounds the accepted connections that have not finished the handshake.
+
+    Each one gets ``seconds`` from its accept to finish, and at most ``limit`` wait at once: a
+    new connection beyond that closes the oldest waiting one (which had the most time), so a
+    flood of idle connections holds neither file descriptors nor the door against honest
+    callers, whose handshake takes a round trip. What is closed is logged as one summary line
+    at most once a second.
+    """
+
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        *,
+        limit: int = MAX_UNAUTHENTICATED,
+        seconds: float = HANDSHAKE_SECONDS,
+    ) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._log = log
+        self._waiting: dict[asyncio.StreamWriter, asyncio.TimerHandle] = {}  # oldest first
+        self._expired = 0
+        self._crowded = 0
+        self._next_report = 0.0
+        self._report_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def admit(self, writer: asyncio.StreamWriter) -> None:
+        """A connection was accepted: its handshake clock starts now."""
+        loop = asyncio.get_running_loop()
+        while len(self._waiting) >= self.limit:
+            self._close(next(iter(self._waiting)))
+            self._crowded += 1
+            self._report()
+        self._waiting[writer] = loop.call_later(self.seconds, self._expire, writer)
+
+    def done(self, writer: asyncio.StreamWriter) -> None:
+        """The connection finished its handshake, or ended."""
+        handle = self._waiting.pop(writer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _expire(self, writer: asyncio.StreamWriter) -> None:
+        if writer in self._waiting:
+            self._close(writer)
+            self._expired += 1
+            self._report()
+
+    def _close(self, writer: asyncio.StreamWriter) -> None:
+        self._waiting.pop(writer).cancel()
+        with contextlib.suppress(Exception):
+            writer.close()  # its pending read ends, and so does its accept task
+
+    def _report(self) -> None:
+        if self._report_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._next_report - loop.time()
+        if wait <= 0:
+            self._flush()
+        else:
+            self._report_handle = loop.call_later(wait, self._flush)
+
+    def _flush(self) -> None:
+        self._report_handle = None
+        counts = []
+        if self._expired:
+            counts.append(f"{self._expired} past the {self.seconds:g} s handshake deadline")
+        if self._crowded:
+            counts.append(f"{self._crowded} over the cap of {self.limit} unauthenticated")
+        self._expired = self._crowded = 0
+        if counts:
+            self._log(f"closed connections that did not finish the handshake: {', '.join(counts)}")
+        self._next_report = asyncio.get_running_loop().time() + 1.0
 
 
 _DEBUG = bool(os.environ.get("IMMORTALS_DEBUG"))

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -49,7 +50,7 @@ from ._errors import InstanceError
 from ._executor import Sources
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
-from ._link import Link, QuietWatch, debug, receive, write_message
+from ._link import HandshakeGate, Link, QuietWatch, bind, debug, receive, write_message
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
@@ -457,6 +458,11 @@ class Node:
     def ack_received(self, peer: str, upto: int) -> None:
         self.coordinator.ack_received(peer, upto)
 
+    @functools.cached_property
+    def _handshakes(self) -> HandshakeGate:
+        """The accepted connections still in the handshake: bounded in number and in time."""
+        return HandshakeGate(lambda line: self.log(f"{self.name}: {line}"))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One incoming connection: a peer's link (its messages to us) or an outside caller."""
         conn = Connection(
@@ -466,6 +472,9 @@ class Node:
             initiator=False,
             last_from=self.durable_from,
         )
+        bind(writer, conn)  # what the coordinator's actions write on it is sealed by conn
+        gate = self._handshakes
+        gate.admit(writer)  # closed if not authenticated in time, or crowded out by newer ones
         peer: str | None = None
         who = "an unidentified peer"
         silence = 3 * self.config.heartbeat_seconds  # a live peer's link pings more often
@@ -482,6 +491,7 @@ class Node:
                     return
                 for event in events:
                     if isinstance(event, Opened):
+                        gate.done(writer)
                         record = self.home.lookup(event.peer) if event.peer is not None else None
                         refusal = self.coordinator.refusal(
                             event.peer, event.epoch, record.epoch if record is not None else None
@@ -510,6 +520,7 @@ class Node:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return  # a cancelled accept task at shutdown ends quietly
         finally:
+            gate.done(writer)
             if watch is not None:
                 watch.cancel()
             if peer is not None and self._incoming.get(peer) is writer:

@@ -9,16 +9,21 @@ States and transitions (anything else is a protocol error and closes the connect
     acceptor:  WAIT_HELLO --hello ok--> WAIT_AUTH --auth ok--> OPEN   (sends welcome, ready)
     any state  --error / bad bytes--> CLOSED
 
-Handshake (nonces are 16 random bytes, macs are HMAC-SHA256 with the home's cluster secret):
+Handshake (nonces are 16 random bytes, macs are HMAC-SHA256 with the home's cluster secret over
+a label and the transcript T = (version, nonce_a, nonce_b, name_a, name_b, epoch_a, epoch_b)):
 
     -> hello   {v, name, epoch, nonce_a}            name is None for an outside caller
-    <- welcome {v, name, epoch, nonce_b, mac_b}     mac_b = H("welcome", nonce_a, nonce_b, B, A)
-    -> auth    {mac_a, last}                        mac_a = H("auth", nonce_b, nonce_a, A, B)
-    <- ready   {last}
+    <- welcome {v, name, epoch, nonce_b, mac_b}     mac_b = H("welcome", T)
+    -> auth    {mac_a, last}                        mac_a = H("auth", T, last)
+    <- ready   {last, mac_r}                        mac_r = H("ready", T, last)
 
 ``last`` is the highest sequence number the sender has *durably logged* from the other side (the
 coordinator's ``durable_from``, never merely executed): each side then forgets its messages up to
-the other's ``last`` and resends the ones above it. Once OPEN:
+the other's ``last`` and resends the ones above it. Once OPEN, every frame in each direction is
+sealed (``_wire.seal_message``) with that direction's session key, H("key a->b", T) or
+H("key b->a", T), and numbered 0, 1, 2, ...: a frame altered, replayed, reordered, dropped or
+injected in flight is refused and closes the connection. Until OPEN, frames are limited to
+``PRE_AUTH_MESSAGE`` bytes. The messages once OPEN:
 
     msgs {b: [message, ...]}   peer messages, a batch per flush (calls and replies, numbered)
     ack  {upto}                the receiver's steps up to ``upto`` are durable
@@ -52,7 +57,7 @@ from ._schema import (
     ready,
     welcome,
 )
-from ._wire import MessageDecoder, encode_message
+from ._wire import MAX_MESSAGE, PRE_AUTH_MESSAGE, MessageDecoder, encode_message, seal_message
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -99,8 +104,9 @@ Event = Opened | Received | Closed
 
 
 def _mac(secret: bytes, label: bytes, *parts: bytes) -> bytes:
-    h = hmac.new(secret, label, hashlib.sha256)
-    for part in parts:
+    """HMAC-SHA256(secret, each of label and parts preceded by its length as u32 LE)."""
+    h = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in (label, *parts):
         h.update(len(part).to_bytes(4, "little"))
         h.update(part)
     return h.digest()
@@ -108,6 +114,11 @@ def _mac(secret: bytes, label: bytes, *parts: bytes) -> bytes:
 
 def _name_bytes(name: str | None) -> bytes:
     return b"" if name is None else name.encode()
+
+
+def _int_bytes(n: int) -> bytes:
+    """An integer in a transcript: decimal ASCII (no width to overflow)."""
+    return str(n).encode()
 
 
 class Connection:
@@ -132,8 +143,11 @@ class Connection:
         self._secret = secret
         self._nonce = nonce if nonce is not None else os.urandom(16)
         self._peer_nonce = b""
+        self._transcript: tuple[bytes, ...] = ()
+        self._send_key = b""
+        self._sent = 0  # the counter of the next sealed frame we send
         self._last_from = last_from or (lambda _peer: 0)
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(max_message=PRE_AUTH_MESSAGE)
         self.initiator = initiator
         self.state = State.SENT_HELLO if initiator else State.WAIT_HELLO
         self.close_reason: str | None = None
@@ -151,15 +165,19 @@ class Connection:
         return encode_message(hello(self.me, self.epoch, self._nonce))
 
     def send(self, message: Mapping[str, Any]) -> bytes:
+        """One message once open, sealed with our direction's key and numbered."""
         if self.state is not State.OPEN:
             raise RuntimeError(f"cannot send {message.get('t')!r} before the connection is open")
-        return encode_message(message)
+        data = seal_message(message, self._send_key, self._sent)
+        self._sent += 1
+        return data
 
     def send_error(self, why: str) -> bytes:
         """Bytes telling the peer why we close; the connection is closed afterwards."""
+        data = self.send(error(why)) if self.state is State.OPEN else encode_message(error(why))
         self.state = State.CLOSED
         self.close_reason = why
-        return encode_message(error(why))
+        return data
 
     # -- incoming --------------------------------------------------------------------------------
 
@@ -198,51 +216,77 @@ class Connection:
         if self.state is State.WAIT_AUTH and t == "auth":
             return self._on_auth(m, events)
         if self.state is State.WAIT_READY and t == "ready":
-            last = read_ready(m)["last"]
-            self.state = State.OPEN
-            events.append(Opened(self.peer, self.peer_epoch, last))
-            return b""
+            return self._on_ready(m, events)
         raise ProtocolError(f"unexpected {t!r} message during the handshake ({self.state.value})")
+
+    def _set_transcript(self, peer_nonce: bytes) -> None:
+        """What every handshake mac and both session keys cover, once both hellos are known."""
+        if self.initiator:
+            names, epochs = (self.me, self.peer), (self.epoch, self.peer_epoch)
+            nonces = (self._nonce, peer_nonce)
+        else:
+            names, epochs = (self.peer, self.me), (self.peer_epoch, self.epoch)
+            nonces = (peer_nonce, self._nonce)
+        self._peer_nonce = peer_nonce
+        self._transcript = (
+            _int_bytes(PROTOCOL_VERSION),
+            *nonces,
+            *map(_name_bytes, names),
+            *map(_int_bytes, epochs),
+        )
+
+    def _handshake_mac(self, label: bytes, *more: bytes) -> bytes:
+        return _mac(self._secret, label, *self._transcript, *more)
+
+    def _open(self) -> None:
+        """Both sides proved they know the secret: from now on every frame is sealed."""
+        mine, theirs = (b"key a->b", b"key b->a") if self.initiator else (b"key b->a", b"key a->b")
+        self._send_key = self._handshake_mac(mine)
+        self._decoder.authenticate(self._handshake_mac(theirs))
+        self._decoder.set_limit(MAX_MESSAGE)
+        self.state = State.OPEN
 
     def _on_hello(self, m: dict[str, Any]) -> bytes:
         theirs = read_hello(m)
-        name, nonce = theirs["name"], theirs["nonce"]
-        self.peer, self.peer_epoch, self._peer_nonce = name, theirs["epoch"], nonce
+        self.peer, self.peer_epoch = theirs["name"], theirs["epoch"]
+        self._set_transcript(theirs["nonce"])
         self.state = State.WAIT_AUTH
-        mac = _mac(
-            self._secret, b"welcome", nonce, self._nonce, _name_bytes(self.me), _name_bytes(name)
-        )
+        mac = self._handshake_mac(b"welcome")
         return encode_message(welcome(self.me, self.epoch, self._nonce, mac))
 
     def _on_welcome(self, m: dict[str, Any]) -> bytes:
         theirs = read_welcome(m)
-        name, nonce = theirs["name"], theirs["nonce"]
-        expected = _mac(
-            self._secret, b"welcome", self._nonce, nonce, _name_bytes(name), _name_bytes(self.me)
-        )
-        if not hmac.compare_digest(theirs["mac"], expected):
-            raise ProtocolError("authentication failed: the peer does not know the cluster secret")
-        self.peer, self.peer_epoch, self._peer_nonce = name, theirs["epoch"], nonce
+        self.peer, self.peer_epoch = theirs["name"], theirs["epoch"]
+        self._set_transcript(theirs["nonce"])
+        if not hmac.compare_digest(theirs["mac"], self._handshake_mac(b"welcome")):
+            raise ProtocolError(
+                "authentication failed: the peer does not know the cluster secret, or the "
+                "handshake was altered in flight"
+            )
         self.state = State.WAIT_READY
-        proof = _mac(
-            self._secret, b"auth", nonce, self._nonce, _name_bytes(self.me), _name_bytes(name)
-        )
+        name = self.peer
         last = self._last_from(name) if name is not None else 0
-        return encode_message(auth(proof, last))
+        return encode_message(auth(self._handshake_mac(b"auth", _int_bytes(last)), last))
 
     def _on_auth(self, m: dict[str, Any], events: list[Event]) -> bytes:
         theirs = read_auth(m)
-        expected = _mac(
-            self._secret,
-            b"auth",
-            self._nonce,
-            self._peer_nonce,
-            _name_bytes(self.peer),
-            _name_bytes(self.me),
-        )
+        expected = self._handshake_mac(b"auth", _int_bytes(theirs["last"]))
         if not hmac.compare_digest(theirs["mac"], expected):
-            raise ProtocolError("authentication failed: the peer does not know the cluster secret")
-        self.state = State.OPEN
-        events.append(Opened(self.peer, self.peer_epoch, theirs["last"]))
+            raise ProtocolError(
+                "authentication failed: the peer does not know the cluster secret, or the "
+                "handshake was altered in flight"
+            )
         mine = self._last_from(self.peer) if self.peer is not None else 0
-        return encode_message(ready(mine))
+        data = encode_message(ready(mine, self._handshake_mac(b"ready", _int_bytes(mine))))
+        self._open()
+        events.append(Opened(self.peer, self.peer_epoch, theirs["last"]))
+        return data
+
+    def _on_ready(self, m: dict[str, Any], events: list[Event]) -> bytes:
+        theirs = read_ready(m)
+        expected = self._handshake_mac(b"ready", _int_bytes(theirs["last"]))
+        if not hmac.compare_digest(theirs["mac"], expected):
+            raise ProtocolError("authentication failed: the ready message was altered in flight")
+        self._open()
+        events.append(Opened(self.peer, self.peer_epoch, theirs["last"]))
+        return b""

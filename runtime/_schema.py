@@ -160,7 +160,7 @@ def input_seq(inp: Input) -> int:
 # is not an integer here), before any comparison: a hostile value must not get to raise from
 # inside one.
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 NONCE_BYTES: Final = 16
 
 
@@ -183,13 +183,14 @@ class WelcomeMessage(TypedDict):
 
 class AuthMessage(TypedDict):
     t: Literal["auth"]
-    mac: bytes
+    mac: bytes  # over the handshake's transcript and ``last``
     last: int  # the highest number the sender has durably logged from the other side
 
 
 class ReadyMessage(TypedDict):
     t: Literal["ready"]
     last: int
+    mac: bytes  # over the handshake's transcript and ``last``
 
 
 class ErrorMessage(TypedDict):
@@ -216,8 +217,8 @@ def auth(mac: bytes, last: int) -> AuthMessage:
     return {"t": "auth", "mac": mac, "last": last}
 
 
-def ready(last: int) -> ReadyMessage:
-    return {"t": "ready", "last": last}
+def ready(last: int, mac: bytes) -> ReadyMessage:
+    return {"t": "ready", "last": last, "mac": mac}
 
 
 def error(why: str) -> ErrorMessage:
@@ -285,7 +286,7 @@ def read_auth(message: dict[str, Any]) -> AuthMessage:
 
 
 def read_ready(message: dict[str, Any]) -> ReadyMessage:
-    return ready(_check_last(message))
+    return ready(_check_last(message), _check_mac(message))
 
 
 def read_error(message: dict[str, Any]) -> str:

@@ -1,14 +1,20 @@
 """Network framing, with no sockets: bytes in, messages out (h11's sans-IO style).
 
-Every message on a connection is ``u32 little-endian length`` followed by that many bytes of one
-msgpack map encoded with the log's value codec (so tuples, sets, datetimes, ... cross the wire
-as they are stored). The first key every map has is ``t``, the message type; docs/PROTOCOL.md
-lists them. A length above ``MAX_MESSAGE`` is refused before any byte of it is buffered, so a
-peer cannot make us allocate by claiming a huge frame.
+Every message on a connection is ``u32 little-endian length`` followed by that many bytes. During
+the handshake those bytes are one msgpack map encoded with the log's value codec (so tuples, sets,
+datetimes, ... cross the wire as they are stored). After it, every frame is **sealed**: the
+length is followed by a u64 message counter, the map, and an HMAC-SHA256 tag of everything
+before the tag (length, counter and map) under the direction's session key. docs/PROTOCOL.md
+section 1 specifies both. The first key every map has is ``t``, the message type.
+
+A length above the decoder's limit is refused before any byte of it is buffered, so a peer cannot
+make us allocate by claiming a huge frame; the protocol keeps that limit small
+(``PRE_AUTH_MESSAGE``) until the peer has proved it knows the cluster secret.
 """
 
 from __future__ import annotations
 
+import hmac
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
@@ -18,49 +24,105 @@ from logformat import ValueCodecError, pack_value, unpack_value
 from ._errors import WireError
 
 MAX_MESSAGE: Final = 64 * 1024 * 1024
+PRE_AUTH_MESSAGE: Final = 64 * 1024  # the limit until the handshake is done
+TAG_BYTES: Final = 32
+SEALED_OVERHEAD: Final = 8 + TAG_BYTES  # counter and tag, inside the frame's length
 _LEN: Final = struct.Struct("<I")
+_SEALED_HEAD: Final = struct.Struct("<IQ")  # length, counter
+_COUNTER: Final = struct.Struct("<Q")
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
-    """One message as bytes on the wire. ValueCodecError if it holds an unstorable value."""
+    """One handshake (unsealed) message as bytes on the wire. ValueCodecError if it holds an
+    unstorable value."""
     body = pack_value(message)
     if len(body) > MAX_MESSAGE:
         raise ValueCodecError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE} limit")
     return _LEN.pack(len(body)) + body
 
 
+def seal_message(message: Mapping[str, Any], key: bytes, counter: int) -> bytes:
+    """One message after the handshake: ``length | counter | map | tag``, where the tag is
+    HMAC-SHA256(key, length | counter | map). ValueCodecError if it holds an unstorable value."""
+    body = pack_value(message)
+    size = len(body) + SEALED_OVERHEAD
+    if size > MAX_MESSAGE:
+        raise ValueCodecError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE} limit")
+    signed = _SEALED_HEAD.pack(size, counter) + body
+    return signed + hmac.digest(key, signed, "sha256")
+
+
 class MessageDecoder:
-    """Feed received bytes; take whole messages out. Raises WireError on garbage, then stays failed."""
+    """Feed received bytes; take whole messages out. Raises WireError on garbage, then stays failed.
+
+    Frames are unsealed until :meth:`authenticate` is called; from then on each one must be
+    sealed with that key and carry the next counter (0, 1, 2, ...), or it is refused.
+    """
 
     def __init__(self, *, max_message: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
         self._max = max_message
         self._failed: WireError | None = None
+        self._key: bytes | None = None
+        self._counter = 0
+
+    def set_limit(self, max_message: int) -> None:
+        """Change the largest frame accepted from now on (the frames already taken out stay)."""
+        self._max = max_message
+
+    def authenticate(self, key: bytes) -> None:
+        """Every later frame is sealed with ``key``; its counter must be the next one, from 0."""
+        self._key = key
+        self._counter = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def _fail(self, why: str) -> WireError:
+        self._failed = WireError(why)
+        return self._failed
+
     def next_message(self) -> dict[str, Any] | None:
         if self._failed is not None:
             raise self._failed
-        if len(self._buf) < 4:
+        buf = self._buf
+        if len(buf) < 4:
             return None
-        (size,) = _LEN.unpack_from(self._buf, 0)
+        (size,) = _LEN.unpack_from(buf, 0)
         if size > self._max:
-            self._failed = WireError(f"message length {size} exceeds the {self._max} limit")
-            raise self._failed
-        if len(self._buf) < 4 + size:
+            raise self._fail(f"message length {size} exceeds the {self._max} limit")
+        if len(buf) < 4 + size:
             return None
-        body = bytes(self._buf[4 : 4 + size])
-        del self._buf[: 4 + size]
+        frame = bytes(buf[: 4 + size])
+        del buf[: 4 + size]
+        key = self._key
+        if key is None:
+            body: bytes | memoryview = memoryview(frame)[4:]
+        else:
+            if size <= SEALED_OVERHEAD:
+                raise self._fail(f"a sealed message of {size} bytes is too short")
+            view = memoryview(frame)
+            end = 4 + size - TAG_BYTES
+            if not hmac.compare_digest(hmac.digest(key, view[:end], "sha256"), view[end:]):
+                raise self._fail(
+                    "message authentication failed: the frame was altered in flight or was not "
+                    "sent by the peer"
+                )
+            (counter,) = _COUNTER.unpack_from(frame, 4)
+            if counter != self._counter:
+                raise self._fail(
+                    f"message number {counter} arrived where {self._counter} was due: replayed, "
+                    "reordered or dropped in flight"
+                )
+            self._counter += 1
+            body = view[12:end]
         try:
-            message = unpack_value(body)
+            message = unpack_value(body)  # type: ignore[arg-type]
         except ValueCodecError as exc:
             self._failed = WireError(f"undecodable message: {exc}")
             raise self._failed from exc
         if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-            self._failed = WireError("a message must be a map with a string 't' (type) key")
-            raise self._failed
+            raise self._fail("a message must be a map with a string 't' (type) key")
         return message
 
     def messages(self) -> list[dict[str, Any]]:

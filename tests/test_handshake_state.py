@@ -40,8 +40,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from runtime._protocol import Closed, Connection, Opened, Received, State
-from runtime._wire import MAX_MESSAGE, MessageDecoder, encode_message
+from runtime._protocol import PROTOCOL_VERSION, Closed, Connection, Opened, Received, State
+from runtime._wire import (
+    MAX_MESSAGE,
+    SEALED_OVERHEAD,
+    TAG_BYTES,
+    MessageDecoder,
+    WireError,
+    encode_message,
+)
 
 _LEN = struct.Struct("<I")
 
@@ -63,6 +70,7 @@ class Frame:
     data: bytearray
     kind: str  # the message type, or "garbage"
     message: dict[str, Any] | None
+    sealed: bool = False  # written after the sender's handshake (docs/PROTOCOL.md section 1)
     fault: str | None = None
     spots: list[Spot] = field(default_factory=list)
 
@@ -127,7 +135,7 @@ def _spots(kind: str, data: bytes, message: dict[str, Any], to_acceptor: bool) -
     at = _find(data, b"\xa1t" + bytes([0xA0 | len(t)]) + t)
     spots.append(Spot(at + 3, at + 3 + len(t), tuple(range(8)), "here"))
     if "v" in message:
-        at = _find(data, b"\xa1v\x01")
+        at = _find(data, b"\xa1v" + bytes([PROTOCOL_VERSION]))
         spots.append(Spot(at + 2, at + 3, tuple(range(7)), "here"))  # stays a different fixint
     later = "later" if to_acceptor else "here"  # only the initiator can check the hello
     if isinstance(message.get("nonce"), bytes):
@@ -148,15 +156,31 @@ def _spots(kind: str, data: bytes, message: dict[str, Any], to_acceptor: bool) -
 HANDSHAKE = ("hello", "welcome", "auth", "ready")
 
 
+def _open_frame(raw: bytes) -> tuple[dict[str, Any], bool]:
+    """A frame's message, and whether it was sealed. A sealed frame's body starts with its u64
+    counter, which for the small counters of these runs is a msgpack integer, never a map: the
+    unsealed reading fails on it, and then the sealed layout (not its tag) is read."""
+    decoder = MessageDecoder()
+    decoder.feed(raw)
+    try:
+        (message,) = decoder.messages()
+        return message, False
+    except WireError:
+        assert len(raw) > 4 + SEALED_OVERHEAD
+        inner = raw[12 : len(raw) - TAG_BYTES]
+        decoder = MessageDecoder()
+        decoder.feed(_LEN.pack(len(inner)) + inner)
+        (message,) = decoder.messages()
+        return message, True
+
+
 def _frames_of(data: bytes, wild: bool, to_acceptor: bool) -> list[Frame]:
     frames = []
     for raw in _split_frames(data):
-        decoder = MessageDecoder()
-        decoder.feed(raw)
-        (message,) = decoder.messages()
+        message, sealed = _open_frame(raw)
         kind = message["t"]
         spots = [] if wild or kind not in HANDSHAKE else _spots(kind, raw, message, to_acceptor)
-        frames.append(Frame(bytearray(raw), kind, message, spots=spots))
+        frames.append(Frame(bytearray(raw), kind, message, sealed, spots=spots))
     return frames
 
 
@@ -299,6 +323,11 @@ class HandshakeMachine(RuleBasedStateMachine):
         if frame.kind == "garbage" or frame.fault == "here":
             side.state = State.CLOSED
             return refuse
+        if frame.sealed != (side.state is State.OPEN):
+            # Once open only sealed frames count, and only then: an unsealed error written by a
+            # side still in the handshake, arriving after the other side opened, is refused.
+            side.state = State.CLOSED
+            return refuse
         assert frame.message is not None
         if frame.kind == "error":
             side.state = State.CLOSED
@@ -355,9 +384,7 @@ class HandshakeMachine(RuleBasedStateMachine):
                         assert not event.reason.startswith("peer closed")
                     else:
                         assert event == want
-                decoder = MessageDecoder()
-                decoder.feed(reply)
-                assert [m["t"] for m in decoder.messages()] == replies
+                assert [_open_frame(f)[0]["t"] for f in _split_frames(reply)] == replies
                 assert side.conn.state is side.state
             if reply:
                 self._write(receiver, reply)
@@ -697,7 +724,8 @@ def test_a_field_of_the_wrong_type_is_a_remote_error(
     AttributeError out of receive_data (found while moving the readers into runtime._schema)."""
     conn = Connection(me="server", epoch=1, secret=b"s" * 32, initiator=initiator)
     conn.start()
-    message = {"t": "welcome" if initiator else "hello", "v": 1, "name": "x", "epoch": 1}
+    message = {"t": "welcome" if initiator else "hello", "v": PROTOCOL_VERSION, "name": "x"}
+    message |= {"epoch": 1}
     message |= {"nonce": b"n" * 16, "mac": b"m" * 32, field: value}
     events, reply = conn.receive_data(encode_message(message))
     assert conn.state is State.CLOSED and len(events) == 1 and isinstance(events[0], Closed)

@@ -151,12 +151,12 @@ class SimNode:
             elif isinstance(action, Send):
                 end = self._link(action.peer)
                 if end is not None and end.info.get("ready"):
-                    end.write(end.protocol.send(msgs(action.messages)))
+                    end.send(msgs(action.messages))
             elif isinstance(action, Connect):
                 self._link(action.peer)
             elif isinstance(action, Answer):
                 caller: End = action.caller
-                caller.write(caller.protocol.send(result(action.key, action.ok, action.value)))
+                caller.send(result(action.key, action.ok, action.value))
             elif isinstance(action, Emit):
                 for index, value in enumerate(action.values):
                     self.printed.append((action.lsn, index, value))
@@ -165,7 +165,7 @@ class SimNode:
             elif isinstance(action, Ack):
                 incoming = self._incoming.get(action.peer)
                 if incoming is not None and incoming.open:
-                    incoming.write(incoming.protocol.send(ack(action.upto)))
+                    incoming.send(ack(action.upto))
             elif isinstance(action, SetTimer):
                 self._set_timer(action.key, action.due)
             elif isinstance(action, LookUp):
@@ -447,14 +447,14 @@ class SimCaller:
             if isinstance(event, Opened):
                 key, tag = self.plan[self.index]
                 request = call(key, "inc", [self.name, tag])
-                end.write(end.protocol.send(request))
+                end.send(request)
                 if self.world.faulty and self.world.rng.random() < 0.1:
-                    end.write(end.protocol.send(request))  # an impatient caller sends it twice
+                    end.send(request)  # an impatient caller sends it twice
                 if self.index and self.world.faulty and self.world.rng.random() < 0.2:
                     # A late retry of an earlier call, long answered: the same answer must come
                     # back (from memory, or from the log once evicted from the result cache).
                     old_key, old_tag = self.plan[self.world.rng.randrange(self.index)]
-                    end.write(end.protocol.send(call(old_key, "inc", [self.name, old_tag])))
+                    end.send(call(old_key, "inc", [self.name, old_tag]))
             elif isinstance(event, Received) and event.message.get("t") == "result":
                 key, ok, value = read_result(event.message)
                 self.answers.setdefault(str(key), []).append((ok, value))

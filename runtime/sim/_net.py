@@ -47,6 +47,13 @@ class End:
         if data and self.open and self.other is not None:
             self.network.carry(self, self.other, data)
 
+    def send(self, message: Any) -> None:
+        """Seal one message with this end's protocol and write it; nothing once the protocol has
+        closed (a frame refused in flight closes it), as the node's ``write_message`` ignores a
+        connection that is gone."""
+        if not self.protocol.closed:
+            self.write(self.protocol.send(message))
+
     def close(self) -> None:
         """Close this side; the other side hears of it after a delay."""
         if not self.open:
