@@ -134,6 +134,7 @@ class Coordinator:
         self._lookups: dict[Any, tuple[bytes, OutsideCallInput]] = {}  # key -> (fingerprint, call)
         self._result_lsn: dict[Any, int] = {}  # outside call key -> LSN of its result
         self._durable_in: dict[str, int] = {}  # per peer: highest number durably logged
+        self._released_out: dict[str, int] = {}  # per peer: highest of ours released (durable)
         self._acks_due: dict[str, int] = {}
         self._ack_timer_set = False
         self._app_timers: set[int] = set()  # handler timers handed to the driver
@@ -188,6 +189,9 @@ class Coordinator:
         self.started = True
         self.durable_lsn = self.next_lsn - 1
         self._durable_in = dict(self.streams.seq_in)
+        self._released_out = {  # everything recovered from the log is durable
+            peer: max(box) for peer, box in self.streams.outbox.items() if box
+        }
         self._restart_checkpoint_clock()
         for tid, due in self.executor.timers.items():
             self._schedule_app_timer(tid, due)
@@ -372,7 +376,12 @@ class Coordinator:
         return self.streams.admit(peer, seq)
 
     def _resend(self, peer: str, last: int) -> list[PeerMessage]:
-        return self.streams.unacknowledged(peer, last)
+        """What a link that opened sends again: the unacknowledged messages after ``last``,
+        but only those already released. A message whose step is executed and not yet durable
+        goes out with its batch; sent now, a crash before the fsync would leave the peer
+        holding a message no log has."""
+        upto = self._released_out.get(peer, 0)
+        return [m for m in self.streams.unacknowledged(peer, last) if message_seq(m) <= upto]
 
     def _submit(self, inp: dict[str, Any]) -> None:
         """Execute one input now, or hold it while waiting for quiescence for a checkpoint."""
@@ -496,8 +505,10 @@ class Coordinator:
         for peer, upto in acks.items():
             if upto > durable_in.get(peer, 0):
                 durable_in[peer] = upto
+        released_out = self._released_out
         for peer, messages in per_peer.items():
             actions.append(Send(peer, messages))
+            released_out[peer] = message_seq(messages[-1])
         if acks:
             self._acks_due.update(acks)
             if not self._ack_timer_set:

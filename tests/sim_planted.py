@@ -46,6 +46,14 @@ class ResendSkipsOne(Coordinator):
         return super()._resend(peer, last)[1:]
 
 
+class ResendUndurable(Coordinator):
+    """On reconnect, resends messages whose step is executed but not yet durable (what the
+    runtime did until the simulator found it)."""
+
+    def _resend(self, peer: str, last: int) -> list[PeerMessage]:
+        return self.streams.unacknowledged(peer, last)
+
+
 class ReleaseBeforeAppend(Coordinator):
     """Sends, prints and answers a batch when its append starts, not when it is durable."""
 
@@ -88,6 +96,7 @@ PLANTED = [
     AckBeforeDurable,
     HandshakePromisesExecuted,
     ResendSkipsOne,
+    ResendUndurable,
     ReleaseBeforeAppend,
     CheckpointWhileSuspended,
     ForgetsOldKeys,
