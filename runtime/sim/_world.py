@@ -28,6 +28,7 @@ class Faults:
     """The fault mix of one seed (all zero: a failure-free run)."""
 
     crash_per_action: float = 0.0  # chance to die before carrying out an action
+    crash_after_handshake: float = 0.0  # chance to die within an fsync of a link opening
     crashes: int = 0  # extra crashes at random moments
     pauses: int = 0  # processes stopped for a while (SIGSTOP) and continued
     loss: float = 0.0  # per packet; the connection then breaks
@@ -44,13 +45,14 @@ class Faults:
 
         return cls(
             crash_per_action=maybe(0.03),
+            crash_after_handshake=maybe(0.3),
             crashes=rng.choice((0, 0, 1, 2, 4)),
             pauses=rng.choice((0, 0, 1, 2)),
             loss=maybe(0.05),
             duplicate=maybe(0.1),
             reorder=maybe(0.1),
             partitions=rng.choice((0, 0, 1, 2)),
-            resets=rng.choice((0, 0, 2, 5)),
+            resets=rng.choice((0, 0, 2, 5, 20)),
             heal_at=rng.uniform(0.5, 4.0),
         )
 
@@ -86,7 +88,10 @@ class World:
         self._registered: dict[str, SimNode] = {}
         self._trace = trace
         self._base_latency = self.rng.uniform(0.0002, 0.002)
-        self._fsync = self.rng.uniform(0.0003, 0.004)
+        # A slow disk in some seeds: the longer a step waits for its fsync, the likelier a
+        # reconnect lands in between (the window that dedup and durable promises guard).
+        slow = self.rng.random() < 0.3
+        self._fsync = self.rng.uniform(0.005, 0.03) if slow else self.rng.uniform(0.0003, 0.004)
         self.events = 0
 
     # -- the clock and the scheduler -----------------------------------------------------------
@@ -159,6 +164,12 @@ class World:
     def crash_now(self, node: SimNode) -> bool:
         """Whether ``node`` dies at this action boundary."""
         return self.faulty and self.rng.random() < self.faults.crash_per_action
+
+    def after_handshake(self, node: SimNode) -> None:
+        """A link of ``node`` just opened: perhaps die while the steps that the handshake's
+        numbers speak of are still on their way to the disk (the window the rules guard)."""
+        if self.faulty and self.rng.random() < self.faults.crash_after_handshake:
+            self.after(self.rng.uniform(0, 2 * self._fsync), node.crash_at, node.incarnation)
 
     def schedule_restart(self, node: SimNode) -> None:
         delay = self.rng.uniform(0.001, 0.3)
