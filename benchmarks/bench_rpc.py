@@ -122,8 +122,7 @@ class ImmortalsPair:
     def run(self, n: int, size: int, window: int) -> Result:
         logs_before = self.log_bytes()
         before = sum(_cpu_seconds(p.pid) for p in self.procs)
-        with connect(self.home, timeout=600, attempt_timeout=600) as client:
-            out = client.call("driver", "go", n, size, window)
+        out = self._go(n, size, window)
         cpu = sum(_cpu_seconds(p.pid) for p in self.procs) - before
         shape = "pipelined" if window > 1 else "ping-pong"
         result = Result(
@@ -135,6 +134,30 @@ class ImmortalsPair:
             result.log_bytes_per_call = stored / n
             result.compression = raw / stored if stored else None
         return result
+
+    def _go(self, n: int, size: int, window: int) -> dict[str, Any]:
+        """Ask the Driver to run. Another checkout's instances are asked by that checkout's own
+        client, in a process of its own: the wire protocol may differ between commits."""
+        if self.repo == REPO:
+            with connect(self.home, timeout=600, attempt_timeout=600) as client:
+                answer: dict[str, Any] = client.call("driver", "go", n, size, window)
+                return answer
+        script = (
+            "import json, sys\n"
+            "from runtime import connect\n"
+            "with connect(sys.argv[1], timeout=600, attempt_timeout=600) as c:\n"
+            "    print(json.dumps(c.call('driver', 'go', *map(int, sys.argv[2:]))))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(self.home), str(n), str(size), str(window)],
+            capture_output=True,
+            text=True,
+            env=_env(self.repo),
+            cwd=self.repo,
+            check=True,
+        )
+        answer = json.loads(done.stdout)
+        return answer
 
     def run_outside(self, n: int, size: int) -> Result:
         """Ping-pong from an outside caller (a separate plain process) to the Sink alone."""
