@@ -3,7 +3,7 @@
 Every message on a connection is ``u32 little-endian length`` followed by that many bytes. During
 the handshake those bytes are one msgpack map encoded with the log's value codec (so tuples, sets,
 datetimes, ... cross the wire as they are stored). After it, every frame is **sealed**: the
-length is followed by a u64 message counter, the map, and a keyed BLAKE2s-256 tag of everything
+length is followed by a u64 message counter, the map, and an HMAC-SHA256 tag of everything
 before the tag (length, counter and map) under the direction's session key. docs/PROTOCOL.md
 section 1 specifies both. The first key every map has is ``t``, the message type.
 
@@ -14,6 +14,7 @@ make us allocate by claiming a huge frame; the protocol keeps that limit small
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -34,9 +35,22 @@ _COUNTER: Final = struct.Struct("<Q")
 
 
 def _tag(key: bytes, signed: bytes | memoryview) -> bytes:
-    """A frame's tag: keyed BLAKE2s-256, a MAC by construction (RFC 7693), at a quarter of the
-    cost of HMAC-SHA256 per frame (0.6 against 2.2 us here), which is paid twice per message."""
-    return hashlib.blake2s(signed, key=key).digest()
+    """A frame's tag: HMAC-SHA256 under the direction's key, from a keyed state made once per
+    key (``_keyed``), so a tag costs one copy and the hashing itself."""
+    mac = _keyed(key).copy()
+    mac.update(signed)
+    return mac.digest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 with ``key`` absorbed (its inner and outer pads hashed once, not per frame).
+
+    Rejected: ``hmac.digest`` per frame (2.2 us of key setup on a 60-byte frame, against 1.6),
+    and keyed BLAKE2s (0.7 us on 60 bytes, but 3 times slower than SHA-256 with the CPU's SHA
+    instructions on the 256 KiB frames of a pipelined batch).
+    """
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def encode_message(message: Mapping[str, Any]) -> bytes:
@@ -50,8 +64,7 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
 
 def seal_message(message: Mapping[str, Any], key: bytes, counter: int) -> bytes:
     """One message after the handshake: ``length | counter | map | tag``, where the tag is
-    keyed BLAKE2s-256(key, length | counter | map). ValueCodecError if it holds an unstorable
-    value."""
+    HMAC-SHA256(key, length | counter | map). ValueCodecError if it holds an unstorable value."""
     body = pack_value(message)
     size = len(body) + SEALED_OVERHEAD
     if size > MAX_MESSAGE:
