@@ -3,8 +3,8 @@
 Every message on a connection is ``u32 little-endian length`` followed by that many bytes. During
 the handshake those bytes are one msgpack map encoded with the log's value codec (so tuples, sets,
 datetimes, ... cross the wire as they are stored). After it, every frame is **sealed**: the
-length is followed by a u64 message counter, the map, and an HMAC-SHA256 tag of everything
-before the tag (length, counter and map) under the direction's session key. docs/PROTOCOL.md
+length is followed by a u64 message counter, the map, and a 32-byte tag (keyed BLAKE2s-256 below
+2 KiB, HMAC-SHA256 above) of everything before the tag (length, counter and map) under the direction's session key. docs/PROTOCOL.md
 section 1 specifies both. The first key every map has is ``t``, the message type.
 
 A length above the decoder's limit is refused before any byte of it is buffered, so a peer cannot
@@ -34,9 +34,19 @@ _SEALED_HEAD: Final = struct.Struct("<IQ")  # length, counter
 _COUNTER: Final = struct.Struct("<Q")
 
 
+SMALL_FRAME: Final = 2048  # frames shorter than this are tagged with keyed BLAKE2s
+
+
 def _tag(key: bytes, signed: bytes | memoryview) -> bytes:
-    """A frame's tag: HMAC-SHA256 under the direction's key, from a keyed state made once per
-    key (``_keyed``), so a tag costs one copy and the hashing itself."""
+    """A frame's tag: keyed BLAKE2s-256 for a small frame, HMAC-SHA256 for a larger one.
+
+    Both are MACs by construction (RFC 7693, RFC 2104). Small frames (a call, a reply, an ack:
+    ping-pong traffic) are dominated by the fixed cost, where BLAKE2s is cheapest; large ones (a
+    pipelined batch) by throughput, where SHA-256 has the CPU's SHA instructions. Measured here:
+    60 bytes, 0.7 us against 1.6 (2.2 with ``hmac.digest``); 256 KiB, 683 us against 229.
+    """
+    if len(signed) < SMALL_FRAME:
+        return hashlib.blake2s(signed, key=key).digest()
     mac = _keyed(key).copy()
     mac.update(signed)
     return mac.digest()
@@ -64,7 +74,8 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
 
 def seal_message(message: Mapping[str, Any], key: bytes, counter: int) -> bytes:
     """One message after the handshake: ``length | counter | map | tag``, where the tag is
-    HMAC-SHA256(key, length | counter | map). ValueCodecError if it holds an unstorable value."""
+    a MAC of ``length | counter | map`` under ``key`` (see ``_tag``). ValueCodecError if it
+    holds an unstorable value."""
     body = pack_value(message)
     size = len(body) + SEALED_OVERHEAD
     if size > MAX_MESSAGE:

@@ -108,10 +108,13 @@ def test_an_honest_exchange_passes_both_ways() -> None:
 
 @pytest.mark.parametrize("where", ["length", "counter", "body", "tag"])
 @pytest.mark.parametrize("direction", ["a->b", "b->a"])
-def test_a_flipped_byte_anywhere_in_a_message_is_refused(where: str, direction: str) -> None:
+@pytest.mark.parametrize("size", [20, 8000], ids=["small frame", "large frame"])  # both MACs
+def test_a_flipped_byte_anywhere_in_a_message_is_refused(
+    where: str, direction: str, size: int
+) -> None:
     a, b = _pair()
     sender, receiver = (a, b) if direction == "a->b" else (b, a)
-    frame = bytearray(sender.send(msgs([["bob", 1, "c", "inc", ["x" * 20], True]])))
+    frame = bytearray(sender.send(msgs([["bob", 1, "c", "inc", ["x" * size], True]])))
     if where == "length":  # a length the receiver would wait for: make it huge instead
         frame[3] ^= 0x40
         _refused(receiver, bytes(frame), "exceeds")
