@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 
 from ._home import Home
 from ._protocol import Closed, Connection, Event, Opened, Received
-from ._schema import PING, PeerMessage, msgs, read_ack
+from ._schema import PING, PeerMessage, read_ack
 
 HANDSHAKE_SECONDS: Final = 5.0  # an accepted connection must finish the handshake in this time
 MAX_UNAUTHENTICATED: Final = 64  # accepted connections still in the handshake, at most
@@ -58,7 +58,7 @@ class Link:
     def send(self, messages: list[PeerMessage]) -> None:
         """Write now if open; otherwise the messages wait in the outbox for the next handshake."""
         if self._writer is not None and self._conn is not None:
-            self._writer.write(self._conn.send(msgs(messages)))
+            self._writer.write(self._conn.send_messages(messages))
 
     async def _run(self) -> None:
         owner = self.owner

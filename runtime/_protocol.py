@@ -43,12 +43,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from logformat import ValueCodecError
+
 from ._errors import ProtocolError, WireError
 from ._schema import (
     PROTOCOL_VERSION,
+    PeerMessage,
     auth,
     error,
     hello,
+    msgs,
     read_auth,
     read_error,
     read_hello,
@@ -171,6 +175,17 @@ class Connection:
         data = seal_message(message, self._send_key, self._sent)
         self._sent += 1
         return data
+
+    def send_messages(self, batch: list[PeerMessage]) -> bytes:
+        """Peer messages as sealed ``msgs`` frames, as many as the wire's size limit needs (a
+        batch of large messages can exceed it though each message fits on its own)."""
+        try:
+            return self.send(msgs(batch))
+        except ValueCodecError:
+            if len(batch) <= 1:
+                raise
+            half = len(batch) // 2
+            return self.send_messages(batch[:half]) + self.send_messages(batch[half:])
 
     def send_error(self, why: str) -> bytes:
         """Bytes telling the peer why we close; the connection is closed afterwards."""

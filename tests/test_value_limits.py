@@ -62,3 +62,24 @@ def test_end_to_end_the_caller_gets_an_error_promptly(home: Path, cluster: Clust
     with LogReader(home / "logs" / "big") as reader:
         biggest = max(len(json.dumps(r.value, default=str)) for r in reader.records(1))
     assert biggest < 10_000  # nothing huge was logged
+
+
+def test_a_batch_too_large_for_one_frame_goes_out_as_several(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each message fits the wire, a batch of them may not: it is split, in order (a link once
+    failed to send such a batch at all)."""
+    import runtime._wire as wire
+    from runtime._protocol import Connection, Received
+
+    a = Connection(me="a", epoch=1, secret=b"s" * 32, initiator=True)
+    b = Connection(me="b", epoch=1, secret=b"s" * 32, initiator=False)
+    data = a.start()
+    while data:
+        _events, reply = b.receive_data(data)
+        _events, data = a.receive_data(reply)
+    monkeypatch.setattr(wire, "MAX_MESSAGE", 10_000)
+    batch = [["b", seq, "c", "inc", ["x" * 3000], True] for seq in range(1, 11)]
+    frames = a.send_messages(batch)
+    events, _ = b.receive_data(frames)
+    got = [m for e in events if isinstance(e, Received) for m in e.message["b"]]
+    assert got == batch
+    assert len(events) >= 4  # no frame over the limit

@@ -31,7 +31,6 @@ from .._protocol import Closed, Connection, Opened, Received
 from .._schema import (
     ack,
     call,
-    msgs,
     read_ack,
     read_checkpoint,
     read_msgs,
@@ -155,8 +154,8 @@ class SimNode:
                 self._append(action)
             elif isinstance(action, Send):
                 end = self._link(action.peer)
-                if end is not None and end.info.get("ready"):
-                    end.send(msgs(action.messages))
+                if end is not None and end.info.get("ready") and not end.protocol.closed:
+                    end.write(end.protocol.send_messages(action.messages))
             elif isinstance(action, Connect):
                 self._link(action.peer)
             elif isinstance(action, Answer):
