@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -32,16 +31,9 @@ import msgpack
 from logformat import NotALogError, acquire_env, read_meta, release_env
 
 from ._errors import InstanceError, InstanceNameError, RegistryError, SecretError
+from ._schema import NAME_RULE, is_valid_name
 
 DEFAULT_HOME = ".immortals"
-
-NAME_RULE = "a letter or digit, then up to 62 letters, digits, '.', '_' or '-'"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-
-
-def is_valid_name(name: object) -> bool:
-    """Whether ``name`` may name an instance: it is a folder, an lmdb key and a peer's identity."""
-    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 def check_name(name: str) -> str:

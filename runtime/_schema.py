@@ -16,11 +16,24 @@ rather than guessing.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Final, Literal, TypedDict
 
 from logformat import pack_value
 
 from ._errors import CheckpointFormatError, ProtocolError
+
+# -- instance names -------------------------------------------------------------------------------
+
+NAME_RULE: Final = "a letter or digit, then up to 62 letters, digits, '.', '_' or '-'"
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` may name an instance: it is a folder, an lmdb key and a peer's identity,
+    so it is checked where it enters (the command line, the registry, the handshake)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
 
 # -- step inputs --------------------------------------------------------------------------------
 
@@ -236,8 +249,8 @@ def _check_version(message: dict[str, Any]) -> int:
 
 def _check_name(message: dict[str, Any]) -> str | None:
     name = message.get("name")
-    if not (name is None or (type(name) is str and name)):
-        raise ProtocolError(f"{message['t']}: name must be a non-empty string or null")
+    if not (name is None or is_valid_name(name)):
+        raise ProtocolError(f"{message['t']}: name must be an instance name ({NAME_RULE}) or null")
     return name
 
 

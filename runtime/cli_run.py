@@ -16,9 +16,10 @@ from typing import Any
 
 from ._apps import load_app
 from ._coordinator import CoordinatorConfig
-from ._home import NAME_RULE, Home, check_name
+from ._home import Home, check_name
 from ._keys import DEFAULT_RETENTION
 from ._node import Node, NodeConfig
+from ._schema import NAME_RULE
 from ._streams import DEFAULT_RESULT_CACHE
 
 

@@ -41,6 +41,7 @@ from hypothesis.stateful import (
 )
 
 from runtime._protocol import PROTOCOL_VERSION, Closed, Connection, Opened, Received, State
+from runtime._schema import is_valid_name
 from runtime._wire import (
     MAX_MESSAGE,
     SEALED_OVERHEAD,
@@ -63,6 +64,7 @@ class Spot:
     end: int
     bits: tuple[int, ...]
     fault: str  # "here": the receiver notices; "later": the other side does, from the answer
+    # ("...-if-a-name": so if the flipped bytes are still an instance name, else "here")
 
 
 @dataclass
@@ -149,7 +151,7 @@ def _spots(kind: str, data: bytes, message: dict[str, Any], to_acceptor: bool) -
         at = _find(data, b"\xa4name" + bytes([0xA0 | len(name)]) + name)
         # bit 7 makes the text invalid UTF-8, refused at once; the others change the name
         spots.append(Spot(at + 6, at + 6 + len(name), (7,), "here"))
-        spots.append(Spot(at + 6, at + 6 + len(name), tuple(range(7)), later))
+        spots.append(Spot(at + 6, at + 6 + len(name), tuple(range(7)), f"{later}-if-a-name"))
     return spots
 
 
@@ -228,7 +230,7 @@ class Side:
         return [e for e in self.events if isinstance(e, Opened)]
 
 
-names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=8)
+names = st.from_regex(r"[a-z0-9][a-z0-9-]{0,7}", fullmatch=True)  # instance names
 epochs = st.integers(0, 2**40)
 nonces = st.binary(min_size=16, max_size=16)
 secrets = st.binary(min_size=32, max_size=32)
@@ -517,7 +519,12 @@ class HandshakeMachine(RuleBasedStateMachine):
         at = data.draw(st.integers(low, spot.end - 1), label="byte")
         bit = data.draw(st.sampled_from(spot.bits), label="bit")
         frame.data[at] ^= 1 << bit
-        frame.fault = "here" if "here" in (frame.fault, spot.fault) else spot.fault
+        fault = spot.fault
+        if fault.endswith("-if-a-name"):
+            # Still an instance name: only the mac can tell; outside the alphabet: refused now.
+            flipped = bytes(frame.data[spot.start : spot.end]).decode()
+            fault = fault.removesuffix("-if-a-name") if is_valid_name(flipped) else "here"
+        frame.fault = "here" if "here" in (frame.fault, fault) else fault
         frame.spots = []  # a second flip could undo this one
         self.damaged = True
 
@@ -730,3 +737,16 @@ def test_a_field_of_the_wrong_type_is_a_remote_error(
     events, reply = conn.receive_data(encode_message(message))
     assert conn.state is State.CLOSED and len(events) == 1 and isinstance(events[0], Closed)
     assert field in events[0].reason and reply
+
+
+@pytest.mark.parametrize("name", ["epoch:foo", "../x", "a b", "-x", "x" * 64])
+@pytest.mark.parametrize("initiator", [False, True], ids=["hello", "welcome"])
+def test_a_name_outside_the_instance_alphabet_is_a_remote_error(initiator: bool, name: str) -> None:
+    """The handshake refuses what the registry would refuse (it once raised in the acceptor)."""
+    conn = Connection(me="server", epoch=1, secret=b"s" * 32, initiator=initiator)
+    conn.start()
+    message = {"t": "welcome" if initiator else "hello", "v": PROTOCOL_VERSION, "name": name}
+    message |= {"epoch": 1, "nonce": b"n" * 16, "mac": b"m" * 32}
+    events, _reply = conn.receive_data(encode_message(message))
+    assert conn.state is State.CLOSED and isinstance(events[-1], Closed)
+    assert "name" in events[-1].reason

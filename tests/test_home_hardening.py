@@ -18,7 +18,8 @@ import pytest
 
 import runtime._home as home_module
 from runtime import InstanceError, RegistryError, SecretError
-from runtime._home import EPOCHS_DB, RECORDS_DB, Home, InstanceRecord, is_valid_name
+from runtime._home import EPOCHS_DB, RECORDS_DB, Home, InstanceRecord
+from runtime._schema import is_valid_name
 from runtime.cli import main
 from tests._instances import REPO, run_cli
 
