@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests._instances import Cluster
+from tests._instances import Cluster, Instance
 
 settings.register_profile(
     "ci",
@@ -49,3 +49,12 @@ def cluster(home: Path) -> Iterator[Cluster]:
 def log_dir(tmp_path: Path) -> Path:
     """A path where a test may create one log."""
     return tmp_path / "log"
+
+
+@pytest.fixture
+def tally(tmp_path: Path) -> Iterator[Instance]:
+    """A Tally instance (tests/apps/chatter.py), started; killed at the end if still running."""
+    instance = Instance(tmp_path / "home", "tests/apps/chatter.py:Tally", "tally")
+    instance.start()
+    yield instance
+    instance.ensure_stopped()

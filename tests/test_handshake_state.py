@@ -50,6 +50,7 @@ from runtime._wire import (
     WireError,
     encode_message,
 )
+from tests.wireutil import split_frames
 
 _LEN = struct.Struct("<I")
 
@@ -114,15 +115,6 @@ class Pipe:
         return done
 
 
-def _split_frames(data: bytes) -> list[bytes]:
-    out = []
-    while data:
-        (size,) = _LEN.unpack_from(data, 0)
-        out.append(data[: 4 + size])
-        data = data[4 + size :]
-    return out
-
-
 def _find(data: bytes, pattern: bytes) -> int:
     """Where a field starts: its first occurrence (the fields before it cannot hold it)."""
     at = data.find(pattern)
@@ -178,7 +170,7 @@ def _open_frame(raw: bytes) -> tuple[dict[str, Any], bool]:
 
 def _frames_of(data: bytes, wild: bool, to_acceptor: bool) -> list[Frame]:
     frames = []
-    for raw in _split_frames(data):
+    for raw in split_frames(data):
         message, sealed = _open_frame(raw)
         kind = message["t"]
         spots = [] if wild or kind not in HANDSHAKE else _spots(kind, raw, message, to_acceptor)
@@ -386,7 +378,7 @@ class HandshakeMachine(RuleBasedStateMachine):
                         assert not event.reason.startswith("peer closed")
                     else:
                         assert event == want
-                assert [_open_frame(f)[0]["t"] for f in _split_frames(reply)] == replies
+                assert [_open_frame(f)[0]["t"] for f in split_frames(reply)] == replies
                 assert side.conn.state is side.state
             if reply:
                 self._write(receiver, reply)

@@ -6,7 +6,6 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,12 +93,6 @@ def test_wrong_secret_and_future_version_are_refused_with_a_reason() -> None:
 # -- a live instance, attacked while an honest caller keeps using it ---------------------------
 
 
-@pytest.fixture
-def tally(tmp_path: Path) -> Iterator[Instance]:
-    instance = Instance(tmp_path / "home", TALLY, "tally")
-    instance.start()
-    yield instance
-    instance.ensure_stopped()
 
 
 def _raw(home: Path, payload: bytes) -> bytes:

@@ -14,7 +14,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,11 @@ from runtime._wire import (
     seal_message,
 )
 from tests._instances import Instance
+from tests.wireutil import split_frames
 
 SECRET = b"k" * 32
 TALLY = "tests/apps/chatter.py:Tally"
 _LEN = struct.Struct("<I")
-
-
-def _frames(data: bytes) -> list[bytes]:
-    out = []
-    while data:
-        (size,) = _LEN.unpack_from(data, 0)
-        out.append(data[: 4 + size])
-        data = data[4 + size :]
-    return out
 
 
 def _decode(frame: bytes) -> dict[str, Any]:
@@ -63,13 +54,13 @@ def _handshake_frames(
     to_b = a.start()
     while to_b and not (a.closed and b.closed):
         if tamper is not None:
-            to_b = b"".join(tamper(_decode(f)["t"], f) for f in _frames(to_b))
+            to_b = b"".join(tamper(_decode(f)["t"], f) for f in split_frames(to_b))
         events, to_a = b.receive_data(to_b)
         b_events += events
         if not to_a:
             break
         if tamper is not None and not b.closed:
-            to_a = b"".join(tamper(_decode(f)["t"], f) for f in _frames(to_a))
+            to_a = b"".join(tamper(_decode(f)["t"], f) for f in split_frames(to_a))
         events, to_b = a.receive_data(to_a)
         a_events += events
     return a_events, b_events
@@ -255,12 +246,6 @@ def test_a_big_frame_before_authentication_is_refused_and_allowed_after() -> Non
 # -- a real instance behind a man-in-the-middle relay ---------------------------------------------
 
 
-@pytest.fixture
-def tally(tmp_path: Path) -> Iterator[Instance]:
-    instance = Instance(tmp_path / "home", TALLY, "tally")
-    instance.start()
-    yield instance
-    instance.ensure_stopped()
 
 
 def _address(home: Path) -> tuple[str, int]:
