@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from ._errors import CallTimeoutError, RemoteError
+from ._errors import CallTimeoutError, IdempotencyKeyError, RemoteError
 from ._home import Home
 from ._protocol import Closed, Connection, Opened, Received
 from ._schema import MAIN_KEY, MAX_KEY_LENGTH, call, read_result
@@ -37,7 +37,7 @@ class Client:
         if key is None:
             key = uuid.uuid4().hex
         elif not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or key == MAIN_KEY:
-            raise ValueError(
+            raise IdempotencyKeyError(
                 f"an idempotency key must be a string of 1 to {MAX_KEY_LENGTH} characters other "
                 f"than {MAIN_KEY!r}, not {key!r}"
             )

@@ -7,9 +7,10 @@ ImmortalsError               every error the runtime raises on purpose
 ├── UnknownMethodError       a call named a method that is not an @rpc handler
 ├── AppLoadError             APP (path/file.py:Class or module:Class) cannot be imported
 ├── CheckpointFormatError    a checkpoint's payload has a format this version cannot read
+├── IdempotencyKeyError      a caller's key is empty, too long or reserved (also a ValueError)
 ├── InstanceError            registry problems: unknown name, a second live process, ...
 │   ├── CallTimeoutError     a call from outside got no answer before its timeout
-│   ├── InstanceNameError    a name outside the safe alphabet (``_home.NAME_RULE``)
+│   ├── InstanceNameError    a name outside the safe alphabet (``_schema.NAME_RULE``)
 │   ├── SecretError          the cluster secret is missing, short, unreadable or exposed
 │   └── RegistryError        the registry cannot be read or written (damaged, disk full)
 └── PeerError                the remote side broke the protocol (its fault, not ours)
@@ -86,6 +87,10 @@ class CheckpointFormatError(ImmortalsError):
 
 class InstanceError(ImmortalsError):
     """An instance cannot be found, started, or reached."""
+
+
+class IdempotencyKeyError(ImmortalsError, ValueError):
+    """An outside caller's idempotency key is not one an instance accepts."""
 
 
 class CallTimeoutError(InstanceError):

@@ -79,3 +79,12 @@ def test_a_timeout_says_which_key_to_retry_with(home: Path) -> None:
         silent.close()
         for conn in accepted:
             conn.close()
+
+
+def test_a_bad_key_on_the_command_line_is_one_line(home: Path) -> None:
+    from tests._instances import run_cli
+
+    done = run_cli("call", "server", "inc", "--key", "", home=home)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "idempotency key" in done.stderr
+    assert "Traceback" not in done.stderr
