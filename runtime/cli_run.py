@@ -16,6 +16,7 @@ from typing import Any
 
 from ._apps import load_app
 from ._coordinator import CoordinatorConfig
+from ._errors import InstanceError
 from ._home import Home, check_name
 from ._keys import DEFAULT_RETENTION
 from ._node import Node, NodeConfig
@@ -62,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     check_name(args.name)  # refuses a bad name before anything is loaded or started
+    if not args.key_retention_hours > 0 or args.result_cache < 1:
+        raise InstanceError(
+            "--key-retention-hours must be above 0 and --result-cache at least 1 (keys must be "
+            "remembered for a while for retries to be safe)"
+        )
     app = load_app(args.app)
     config = NodeConfig(
         host=args.host,
@@ -71,7 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
             checkpoint_seconds=args.checkpoint_seconds,
             checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
             allow_pickle=args.allow_pickle,
-            result_cache=max(1, args.result_cache),
+            result_cache=args.result_cache,
         ),
         key_retention=args.key_retention_hours * 3600,
         emit_tagged=args.emit_tagged,

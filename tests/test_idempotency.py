@@ -88,3 +88,12 @@ def test_a_bad_key_on_the_command_line_is_one_line(home: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "idempotency key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("option", [["--key-retention-hours", "0"], ["--result-cache", "0"]])
+def test_keys_must_be_kept_for_a_while(home: Path, option: list[str]) -> None:
+    from tests._instances import run_cli
+
+    done = run_cli("run", COUNTER, "--name", "server", *option, home=home)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert not (home / "logs" / "server").exists()  # refused before anything started
