@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import weakref
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -206,25 +205,22 @@ async def receive(
     return events
 
 
-# The protocol state of each accepted connection, by its writer: the node's actions name a
-# connection by its writer (an outside caller's answer, an ack), and every message after the
-# handshake must be sealed and numbered by that connection's protocol.
-_protocols: weakref.WeakKeyDictionary[asyncio.StreamWriter, Connection] = (
-    weakref.WeakKeyDictionary()
-)
+class Accepted:
+    """An accepted connection as the node's actions name it (an outside caller to answer, a
+    peer to acknowledge): its stream and its protocol, which seals and numbers every message
+    after the handshake."""
 
+    __slots__ = ("conn", "writer")
 
-def bind(writer: asyncio.StreamWriter, conn: Connection) -> None:
-    """``write_message(writer, ...)`` goes through ``conn`` from now on."""
-    _protocols[writer] = conn
+    def __init__(self, writer: asyncio.StreamWriter, conn: Connection) -> None:
+        self.writer = writer
+        self.conn = conn
 
-
-def write_message(writer: asyncio.StreamWriter, message: Any) -> None:
-    """Write one message on an accepted connection, sealed by its protocol; a connection that is
-    already gone (or closed by the protocol) is ignored."""
-    conn = _protocols[writer]
-    with contextlib.suppress(Exception):
-        writer.write(conn.send(message))
+    def write(self, message: Any) -> None:
+        """Write one message, sealed; a connection already gone (or closed by the protocol) is
+        ignored."""
+        with contextlib.suppress(Exception):
+            self.writer.write(self.conn.send(message))
 
 
 class HandshakeGate:

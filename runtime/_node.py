@@ -50,7 +50,7 @@ from ._errors import InstanceError
 from ._executor import Sources
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
-from ._link import HandshakeGate, Link, QuietWatch, bind, debug, receive, write_message
+from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
@@ -124,7 +124,7 @@ class Node:
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="log")
         self._inflight: asyncio.Future[int] | None = None
         self._links: dict[str, Link] = {}
-        self._incoming: dict[str, asyncio.StreamWriter] = {}
+        self._incoming: dict[str, Accepted] = {}
         self._timers: dict[Any, asyncio.TimerHandle] = {}
         self._server: asyncio.Server | None = None
         self._released: ReleasedFile | None = None
@@ -289,13 +289,13 @@ class Node:
                         unprintable = exc
                 emitted = True
             elif isinstance(action, Answer):
-                write_message(action.caller, result(action.key, action.ok, action.value))
+                action.caller.write(result(action.key, action.ok, action.value))
             elif isinstance(action, Released):
                 released = action.lsn  # marked once the lines are flushed, below
             elif isinstance(action, Ack):
                 incoming = self._incoming.get(action.peer)
                 if incoming is not None:
-                    write_message(incoming, ack(action.upto))
+                    incoming.write(ack(action.upto))
             elif isinstance(action, SetTimer):
                 self._set_timer(action.key, action.due)
             elif isinstance(action, Connect):
@@ -472,7 +472,7 @@ class Node:
             initiator=False,
             last_from=self.durable_from,
         )
-        bind(writer, conn)  # what the coordinator's actions write on it is sealed by conn
+        accepted = Accepted(writer, conn)  # what the coordinator's actions name
         gate = self._handshakes
         gate.admit(writer)  # closed if not authenticated in time, or crowded out by newer ones
         peer: str | None = None
@@ -504,12 +504,12 @@ class Node:
                         who = peer or "an outside caller"
                         debug(f"{self.name}: accepted {who} (it has {event.last})")
                         if peer is not None:
-                            self._incoming[peer] = writer
+                            self._incoming[peer] = accepted
                             self.coordinator.peer_connected(peer, event.last)
                             self._do()
                             watch = QuietWatch(silence, lambda quiet: writer.close())
                     elif isinstance(event, Received):
-                        why = await self._on_message(peer, event.message, writer)
+                        why = await self._on_message(peer, event.message, accepted)
                         if why is not None:
                             writer.write(conn.send_error(why))
                             self.log(f"{self.name}: dropped the connection from {who}: {why}")
@@ -523,20 +523,20 @@ class Node:
             gate.done(writer)
             if watch is not None:
                 watch.cancel()
-            if peer is not None and self._incoming.get(peer) is writer:
+            if peer is not None and self._incoming.get(peer) is accepted:
                 del self._incoming[peer]
             with contextlib.suppress(Exception):
                 writer.close()
 
     async def _on_message(
-        self, peer: str | None, m: dict[str, Any], writer: asyncio.StreamWriter
+        self, peer: str | None, m: dict[str, Any], accepted: Accepted
     ) -> str | None:
         """Hand one message to the coordinator; a reason to drop the connection, or None."""
         t = m["t"]
         coordinator = self.coordinator
         if t == "call" and peer is None:
             coordinator.advance(time.time())
-            coordinator.outside_call(writer, m)
+            coordinator.outside_call(accepted, m)
             self._do()
         elif t == "msgs" and peer is not None:
             faults.hit("after-receive")
@@ -561,7 +561,7 @@ class Node:
             if upto is not None:
                 coordinator.ack_received(peer, upto)
         elif t == "ping":
-            write_message(writer, PONG)
+            accepted.write(PONG)
         return None
 
     # -- stopping --------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ class End:
 
     def send(self, message: Any) -> None:
         """Seal one message with this end's protocol and write it; nothing once the protocol has
-        closed (a frame refused in flight closes it), as the node's ``write_message`` ignores a
+        closed (a frame refused in flight closes it), as the node's ``Accepted.write`` ignores a
         connection that is gone."""
         if not self.protocol.closed:
             self.write(self.protocol.send(message))
