@@ -195,7 +195,9 @@ class Node:
         checkpoint_lsn: int | None = None
         skipped: list[str] = []
         replayed = 0
-        with LogReader(log_dir) as reader:
+        # Kept open after recovery: old outside keys are looked up in the log through it.
+        reader = self._key_reader = LogReader(log_dir)
+        try:
             from logformat import CheckpointError
 
             failed: list[CheckpointError] = []
@@ -237,6 +239,10 @@ class Node:
             if span is not None:
                 for rec in reader.records(*span):
                     coordinator.rerelease(rec.value, rec.lsn)
+        except BaseException:
+            reader.close()
+            self._key_reader = None
+            raise
         self._do()
         return checkpoint_lsn, replayed, skipped
 
@@ -408,9 +414,8 @@ class Node:
 
     def _open_keys(self) -> None:
         """Open the key index and catch it up with the log (it is a cache of the log)."""
-        log_dir = self.home.log_dir(self.name)
-        self._keys = KeyIndex(log_dir, retention=self.config.key_retention)
-        self._key_reader = LogReader(log_dir)
+        assert self._key_reader is not None  # recovery's reader
+        self._keys = KeyIndex(self.home.log_dir(self.name), retention=self.config.key_retention)
         self._keys.catch_up(self._key_reader)
 
     def _look_up(self, key: Any) -> None:
