@@ -8,6 +8,7 @@ Public face::
 from ._api import Immortal, Ref, rpc
 from ._client import Client, connect
 from ._errors import (
+    AppInitError,
     AppLoadError,
     CallTimeoutError,
     CheckpointFormatError,
@@ -25,6 +26,7 @@ from ._errors import (
 )
 
 __all__ = [
+    "AppInitError",
     "AppLoadError",
     "CallTimeoutError",
     "CheckpointFormatError",

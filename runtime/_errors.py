@@ -6,6 +6,7 @@ ImmortalsError               every error the runtime raises on purpose
 ├── SandboxError             a handler used asyncio, a thread, a socket, a file or a subprocess
 ├── UnknownMethodError       a call named a method that is not an @rpc handler
 ├── AppLoadError             APP (path/file.py:Class or module:Class) cannot be imported
+│   └── AppInitError         the app's ``__init__`` raised at the instance's first start
 ├── CheckpointFormatError    a checkpoint's payload has a format this version cannot read
 ├── IdempotencyKeyError      a caller's key is empty, too long or reserved (also a ValueError)
 ├── InstanceError            registry problems: unknown name, a second live process, ...
@@ -79,6 +80,12 @@ class UnknownMethodError(ImmortalsError):
 
 class AppLoadError(ImmortalsError):
     """The app given as ``path/file.py:Class`` or ``module:Class`` cannot be loaded."""
+
+
+class AppInitError(AppLoadError):
+    """The app's ``__init__`` raised (or needs arguments) at the instance's first start.
+
+    Nothing is logged for that start, so fixing the code and starting again is safe."""
 
 
 class CheckpointFormatError(ImmortalsError):
