@@ -114,6 +114,19 @@ def summarize(lsn: int, wall_ns: int, record: dict[str, Any]) -> Row:
     return Row(lsn, wall_ns, kind, sender, summary, effects, method)
 
 
+def _holds(code: Any, scope: dict[str, Any]) -> bool:
+    """Whether a breakpoint condition holds; one that raises here does not hold here.
+
+    ``state["balance"] > 10`` raises KeyError at the steps before the key exists; the user asked
+    where it holds, not to stop the search there. (``Replayer.find`` itself raises, so a bug in
+    a script's predicate is not hidden; a typed condition is tried at every step by design.)
+    """
+    try:
+        return bool(eval(code, {}, scope))
+    except Exception:
+        return False
+
+
 def _short(value: Any, limit: int) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -310,7 +323,7 @@ class History:
             if (inp.get("from") or "outside") in senders:
                 return True
             scope = {"state": state, "input": inp, "effects": effects}
-            return any(eval(code, {}, scope) for code in conditions)
+            return any(_holds(code, scope) for code in conditions)
 
         with self.replay_lock:
             return replayer.find(hit, start=start, direction=direction)

@@ -14,6 +14,7 @@ region has been replayed once.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ from ._diff import Change, diff_states
 from ._trace import TraceLine, snapshot_value, tracing
 
 Direction = Literal["forward", "backward"]
-Predicate = Callable[[Any, dict[str, Any], dict[str, Any]], Any]
+Predicate = Callable[[Any, dict[str, Any], dict[str, Any]], Any] | Callable[[Any], Any]
+"""What :meth:`Replayer.find` accepts: a function of ``(state, input, effects)`` or of ``state``."""
 
 
 class ReplayError(ImmortalsError):
@@ -343,21 +345,27 @@ class Replayer:
         start: int | None = None,
         direction: Direction = "forward",
     ) -> int | None:
-        """The first step after ``start`` (or last before it, going backward) where
-        ``predicate(state, input, effects)`` is true; None if there is none.
+        """The first step after ``start`` (or last before it, going backward) where the
+        predicate is true; None if there is none.
 
-        ``state`` is the state after the step: read it, do not change it. ``start`` defaults
-        to the replayer's position (forward) or to the end of the log (backward). A predicate
-        that raises counts as false at that step (``state["balance"]`` before the key exists).
+        The predicate is ``predicate(state)`` or ``predicate(state, input, effects)``: which one
+        is read from its signature, once, before anything is replayed (a predicate that takes
+        neither is a ``TypeError`` at once). ``state`` is the state after the step: read it, do
+        not change it. ``start`` defaults to the replayer's position (forward) or to the end of
+        the log (backward). An exception inside the predicate propagates, with a note naming
+        the step: hiding it would turn a typo into "no such step". Guard a key that only exists
+        later yourself (``state.get("balance", 0) > 10``).
         """
+        call = _predicate_caller(predicate)
 
         def hit(lsn: int, record: dict[str, Any], produced: dict[str, Any]) -> bool:
             app = self._app()
             state = app_state(app) if app is not None else None
             try:
-                return bool(predicate(state, record["in"], effects_of(produced)))
-            except Exception:
-                return False
+                return bool(call(state, record["in"], effects_of(produced)))
+            except Exception as exc:
+                exc.add_note(f"raised by the find() predicate at LSN {lsn}")
+                raise
 
         return self._search(hit, start, direction)
 
@@ -549,3 +557,47 @@ class Replayer:
 
 
 _UNSET = object()
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _takes_positionally(signature: inspect.Signature, count: int) -> bool:
+    """Whether a function of ``signature`` can be called with exactly ``count`` positional
+    arguments (and nothing else)."""
+    required = 0
+    most: float = 0
+    for p in signature.parameters.values():
+        if p.kind in _POSITIONAL:
+            most += 1
+            required += p.default is p.empty
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            most = float("inf")
+        elif p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is p.empty:
+            return False  # a required keyword-only argument: find() never passes one
+    return required <= count <= most
+
+
+def _predicate_caller(predicate: Predicate) -> Callable[[Any, dict[str, Any], Any], Any]:
+    """``predicate`` as a function of (state, input, effects), whichever form it was written in.
+
+    Decided from the signature, once: calling it and catching ``TypeError`` would also catch
+    the ``TypeError`` of a bug inside it and silently try the other form. A function of three
+    arguments wins when both would fit (``lambda *args: ...``). Without a readable signature
+    (some builtins) the full form is assumed.
+    """
+    if not callable(predicate):
+        raise TypeError(f"find() needs a function, not {type(predicate).__name__}")
+    try:
+        signature = inspect.signature(predicate)
+    except (TypeError, ValueError):
+        return predicate  # type: ignore[return-value]
+    if _takes_positionally(signature, 3):
+        return predicate  # type: ignore[return-value]
+    if _takes_positionally(signature, 1):
+        one: Callable[[Any], Any] = predicate  # type: ignore[assignment]
+        return lambda state, _inp, _effects: one(state)
+    name = getattr(predicate, "__name__", type(predicate).__name__)
+    raise TypeError(
+        f"find() needs a predicate of (state) or of (state, input, effects); "
+        f"{name}{signature} takes neither"
+    )

@@ -192,9 +192,57 @@ def test_find_goes_both_ways_and_across_checkpoints(tmp_path: Path) -> None:
         assert r.find(lambda s, i, e: s["count"] % 97 == 0, direction="backward") == 292
         assert r.find(lambda s, i, e: s["count"] == 0, start=250, direction="backward") == 1
         assert r.find(lambda s, i, e: s["count"] > 10_000, start=0) is None
-        assert r.find(lambda s, i, e: e["replies"][0][2] == 42, start=0) == 43  # over effects
+        assert r.find(lambda s, i, e: e["replies"] and e["replies"][0][2] == 42, start=0) == 43
         assert r.find_change(lambda s: s["count"] // 60, start=200, direction="backward") == 181
         assert r.find_change(lambda s: s["count"] // 60, start=200) == 241
+
+
+@pytest.fixture
+def counted_log(tmp_path: Path) -> Path:
+    """A counter's log of 21 steps: after step n the count is n - 1."""
+    rec = Recorder(tmp_path / "log", COUNTER)
+    for _ in range(20):
+        rec.call("inc")
+    rec.close()
+    return tmp_path / "log"
+
+
+def test_find_takes_a_predicate_of_the_state_alone(counted_log: Path) -> None:
+    def over_five(state: Any) -> bool:
+        return bool(state["count"] > 5)
+
+    with Replayer(counted_log) as r:
+        assert r.find(lambda state: state["count"] == 7, start=0) == 8
+        assert r.find(over_five, direction="backward") == 21
+        assert r.find(lambda state, *rest: state["count"] == 3, start=0) == 4  # fits both: full
+
+
+def test_find_raises_what_the_predicate_raises(counted_log: Path) -> None:
+    with Replayer(counted_log) as r, pytest.raises(KeyError, match="balance") as caught:
+        r.find(lambda state, inp, fx: state["balance"] > 3, start=0)
+    assert "at LSN 1" in "".join(caught.value.__notes__)
+    with Replayer(counted_log) as r, pytest.raises(ZeroDivisionError):
+        r.find(lambda state: 1 / 0, start=0)
+    with Replayer(counted_log) as r, pytest.raises(TypeError, match="oops"):
+        r.find(lambda state: _raise(TypeError("oops")), start=0)  # not taken for a wrong arity
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+@pytest.mark.parametrize(
+    "predicate",
+    [lambda: True, lambda state, inp: True, lambda s, i, e, extra: True, lambda *, state: True],
+    ids=["none", "two", "four", "keyword-only"],
+)
+def test_a_predicate_of_another_arity_is_refused_up_front(
+    counted_log: Path, predicate: Any
+) -> None:
+    with Replayer(counted_log) as r:
+        with pytest.raises(TypeError, match=r"\(state\) or of \(state, input, effects\)"):
+            r.find(predicate, start=0)
+        assert r.position == -1  # refused before replaying anything
 
 
 def test_a_trimmed_log_replays_from_its_checkpoint(tmp_path: Path) -> None:
