@@ -8,11 +8,23 @@ Entries are idempotent (same key, same value), so a reader and the writer may bo
 
 py-lmdb refuses to open one environment twice in a process, and a process often holds a writer
 and readers of the same log; environments are therefore shared (``_lmdbenv``).
+
+A log this process may not write (an archived copy, ``chmod -R a-w``, a read-only mount) is still
+read through an index: a private copy in a temporary directory, taken from the log's own index
+when it has a readable one (else empty, which catch-up rebuilds from the segments). The copy is
+shared by every reader of that log in the process and removed when the last one closes; nothing
+is written beside the log. Rejected: opening the log's index with lmdb ``readonly=True`` (catch-up
+must be able to add frames the index lacks, and rebuild one that is wrong) and a pure in-memory
+index (a second implementation of this class to keep in step).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +76,16 @@ class LogIndex:
     """Frames by LSN and by time, plus the ``covered`` mark, for one log directory."""
 
     def __init__(self, log_dir: Path) -> None:
-        self._path = log_dir / INDEX_DIR
+        self._source = log_dir / INDEX_DIR
+        self.read_only = not may_write(self._source)
+        """Whether the log's own index cannot be written, so a private copy is used instead."""
+        self._path = _acquire_shadow(self._source) if self.read_only else self._source
         try:
-            self._env = self._open_env()
-        except lmdb.InvalidError:
-            # The file is not an lmdb environment (damaged, or cut short by a crash). The index
-            # is only a cache: start an empty one, which the caller's catch-up rebuilds.
-            for name in ("data.mdb", "lock.mdb"):
-                (self._path / name).unlink(missing_ok=True)
-            self._env = self._open_env()
+            self._env = self._open_or_fall_back()
+        except BaseException:
+            if self.read_only:
+                _release_shadow(self._source)
+            raise
         self._frames = self._env.open_db(b"frames")
         self._times = self._env.open_db(b"times")
         self._meta = self._env.open_db(b"meta")
@@ -81,6 +94,23 @@ class LogIndex:
         # Segment boundaries (previous first LSN, next first LSN) already found to agree with the
         # segments, so a reader polling a long log does not look them all up on every refresh.
         self.known_boundaries: set[tuple[int, int]] = set()
+
+    def _open_or_fall_back(self) -> lmdb.Environment:
+        try:
+            return self._open_env()
+        except (lmdb.ReadonlyError, PermissionError):
+            if self.read_only:
+                raise
+            # os.access said yes and the file system said no (a read-only bind mount, ACLs).
+            self.read_only = True
+            self._path = _acquire_shadow(self._source)
+            return self._open_or_fall_back()
+        except lmdb.InvalidError:
+            # The file is not an lmdb environment (damaged, or cut short by a crash). The index
+            # is only a cache: start an empty one, which the caller's catch-up rebuilds.
+            for name in ("data.mdb", "lock.mdb"):
+                (self._path / name).unlink(missing_ok=True)
+            return self._open_env()
 
     def _open_env(self) -> lmdb.Environment:
         return acquire_env(
@@ -97,6 +127,8 @@ class LogIndex:
         if not self._closed:
             self._closed = True
             release_env(self._path)
+            if self.read_only:
+                _release_shadow(self._source)
 
     def log_id(self) -> str | None:
         with self._env.begin(db=self._meta) as txn:
@@ -217,6 +249,75 @@ class LogIndex:
             txn.drop(self._checkpoints, delete=False)
             for lsn, summary in entries.items():
                 txn.put(_KEY.pack(lsn), summary, db=self._checkpoints)
+
+
+def may_write(index_dir: Path) -> bool:
+    """Whether this process may create or change the lmdb files of ``index_dir``.
+
+    Asks ``os.access`` (as root it says yes to a directory without write bits, as the kernel
+    would let root write there too); a read-only file system also answers no.
+    """
+    if not index_dir.exists():
+        return os.access(index_dir.parent, os.W_OK)
+    if not os.access(index_dir, os.W_OK):
+        return False
+    return all(
+        os.access(index_dir / name, os.W_OK)
+        for name in ("data.mdb", "lock.mdb")
+        if (index_dir / name).exists()
+    )
+
+
+_shadows: dict[Path, tuple[Path, int]] = {}
+_shadows_lock = threading.Lock()
+
+
+def _acquire_shadow(source: Path) -> Path:
+    """A writable private copy of the index at ``source``, shared in this process (refcounted)."""
+    key = source.resolve()
+    with _shadows_lock:
+        found = _shadows.get(key)
+        if found is not None:
+            _shadows[key] = (found[0], found[1] + 1)
+            return found[0]
+        shadow = Path(tempfile.mkdtemp(prefix="immortals-index-"))
+        _copy_index(source, shadow)
+        _shadows[key] = (shadow, 1)
+        return shadow
+
+
+def _copy_index(source: Path, into: Path) -> None:
+    """Copy the index at ``source`` into the empty directory ``into``, if it can be read at all.
+
+    lmdb's own copy takes one consistent snapshot. Opened without its lock file, which a
+    read-only directory may lack or not let us touch; a writer of another user appending
+    meanwhile can leave the copy behind or inconsistent, which catch-up detects as for any
+    index (it is checked against the segments before anything in it is believed).
+    """
+    if not (source / "data.mdb").is_file():
+        return  # no index yet: the empty copy is rebuilt from the segments
+    try:
+        env = lmdb.open(str(source), readonly=True, lock=False, max_dbs=5, map_size=_MAP_SIZE)
+    except lmdb.Error:
+        return  # damaged or unreadable: start empty, as for a damaged writable index
+    try:
+        env.copy(str(into))
+    except lmdb.Error:
+        for name in ("data.mdb", "lock.mdb"):
+            (into / name).unlink(missing_ok=True)
+    finally:
+        env.close()
+
+
+def _release_shadow(source: Path) -> None:
+    key = source.resolve()
+    with _shadows_lock:
+        shadow, refs = _shadows[key]
+        if refs > 1:
+            _shadows[key] = (shadow, refs - 1)
+            return
+        del _shadows[key]
+    shutil.rmtree(shadow, ignore_errors=True)
 
 
 def _position(cov: Coverage) -> tuple[int, int, int]:

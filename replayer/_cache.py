@@ -8,13 +8,21 @@ first), and optionally spilled to disk beside the log's index, where a later ses
 
 A snapshot only means something for one log and one code version: different code replays the
 same inputs to different states. The disk folder is named after both.
+
+A log this process may not write (an archived, read-only copy) gets its folder in a temporary
+directory of the process instead, removed at exit: the debugger's background indexer and its
+interactive replayer still share their snapshots, and nothing is written beside the log.
 """
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import hashlib
 import os
+import shutil
+import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -124,7 +132,26 @@ class SnapshotCache:
 
 
 def spill_folder(log_dir: Path, log_id: str, code_version: str) -> Path:
-    """Where snapshots of this log replayed by this code version live on disk."""
+    """Where snapshots of this log replayed by this code version live on disk.
+
+    Beside the log when this process may write there, else in a temporary directory of the
+    process (see the module docstring).
+    """
     # The payload version is part of the key: snapshots of another layout are never read back.
     key = hashlib.sha256(f"{log_id}\0{code_version}\0{SNAPSHOT_LAYOUT}".encode()).hexdigest()[:16]
-    return log_dir / SPILL_DIR / key
+    beside = log_dir / SPILL_DIR
+    writable = os.access(beside, os.W_OK) if beside.exists() else os.access(log_dir, os.W_OK)
+    return beside / key if writable else _private_root() / key
+
+
+_private: list[Path] = []
+_private_lock = threading.Lock()
+
+
+def _private_root() -> Path:
+    """This process's own folder for snapshots of read-only logs (made once, removed at exit)."""
+    with _private_lock:
+        if not _private:
+            _private.append(Path(tempfile.mkdtemp(prefix="immortals-replay-cache-")))
+            atexit.register(shutil.rmtree, _private[0], ignore_errors=True)
+        return _private[0]
