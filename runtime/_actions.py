@@ -21,14 +21,22 @@ A driver's duties per action:
                 timer with the same key).
 ``LookUp``      find the call and outcome the log holds for an outside key (only asked of a
                 driver with ``look_up_keys``) and report ``key_looked_up(key, LookedUp | None)``.
+``RunEffect``   call the side effect's function on a worker thread (never on the thread that
+                runs handlers), with its retries, backoff and per-attempt timeout, and report
+                ``effect_done(eid, ok, value)``: the value, or ``[type name, message]`` of the
+                last failure. The asking step is durable by then. A driver that restarts gets
+                the effects again from ``start`` (at least once).
 ``Warn``        show a diagnostic line to the operator.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._schema import PeerMessage, StepRecord, message_seq
+
+if TYPE_CHECKING:
+    from ._executor import EffectRequest
 
 TimerKey = str | tuple[str, int]
 """``"ack"``, ``"checkpoint"``, ``"hold"`` (the coordinator's own) or ``("app", tid)`` (a
@@ -159,6 +167,18 @@ class LookedUp:
         self.value = value
 
 
+class RunEffect:
+    """Run a side effect a handler awaits (``self.run``) and report its outcome."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: EffectRequest) -> None:
+        self.request = request
+
+    def __repr__(self) -> str:
+        return f"RunEffect({self.request.eid}, {self.request.key!r})"
+
+
 class Warn:
     __slots__ = ("text",)
 
@@ -169,7 +189,9 @@ class Warn:
         return f"Warn({self.text!r})"
 
 
-Action = Append | Send | Connect | Answer | Emit | Released | Ack | SetTimer | LookUp | Warn
+Action = (
+    Append | Send | Connect | Answer | Emit | Released | Ack | SetTimer | LookUp | RunEffect | Warn
+)
 
 # Needed by drivers that store records they appended (the simulator's log).
 __all__ = [
@@ -185,6 +207,7 @@ __all__ = [
     "LookUp",
     "LookedUp",
     "Released",
+    "RunEffect",
     "Send",
     "SetTimer",
     "StepRecord",

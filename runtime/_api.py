@@ -2,9 +2,16 @@
 
 An ``Immortal`` subclass is plain Python. Its instance attributes are its state (attributes
 starting with ``_imm_`` belong to the runtime and are never part of it). Handlers reach the
-runtime through ``self``: ``ref``, ``emit``, ``now``, ``random``, ``uuid``, ``sleep``. Each of those
-goes to the step context the executor installs, so in replay the very same calls return the
-recorded values instead of asking the world again.
+runtime through ``self``: ``ref``, ``emit``, ``now``, ``random``, ``uuid``, ``sleep``,
+``call_later``/``call_at``/``cancel_timer``, ``gather``/``first``/``timeout`` and ``run``. Each of
+those goes to the step context the executor installs, so in replay the very same calls return
+the recorded values instead of asking the world again.
+
+What a handler may ``await`` is a tree of runtime awaitables: leaves (a reply, a timer, a side
+effect's outcome) and combinators over them (all of, the first of, with a timeout). The
+executor, not asyncio, decides when a waiting handler resumes: when a logged input completes
+the tree. That is why the combinators exist instead of ``asyncio.gather``: asyncio's scheduling
+is not in the log, so it would not replay.
 """
 
 from __future__ import annotations
@@ -60,6 +67,68 @@ class TimerWait(RuntimeAwaitable):
     """A durable timer: awaiting it suspends until the timer-fired input is logged."""
 
     __slots__ = ()
+
+
+class SideEffect(RuntimeAwaitable):
+    """``self.run(fn, ...)``: work outside the deterministic executor, whose outcome is logged.
+
+    Nothing happens until it is awaited (alone or in a combinator): only then does the step
+    record the request, and only once that step is durable does the runtime call ``fn`` on a
+    worker thread. Its key is given when the request is recorded."""
+
+    __slots__ = ("args", "backoff", "fn", "retries", "timeout")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        retries: int,
+        backoff: float,
+        timeout: float | None,
+    ) -> None:
+        super().__init__(())
+        self.fn = fn
+        self.args = args
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+
+
+class Combined(RuntimeAwaitable):
+    """Several awaitables waited on together: ``mode`` is ``"all"`` (``self.gather``) or
+    ``"first"`` (``self.first``)."""
+
+    __slots__ = ("children", "mode")
+
+    def __init__(self, mode: str, children: tuple[RuntimeAwaitable, ...]) -> None:
+        super().__init__(())
+        if not children:
+            raise ValueError(f"self.{'gather' if mode == 'all' else 'first'}() needs awaitables")
+        for child in children:
+            if not isinstance(child, RuntimeAwaitable):
+                raise TypeError(
+                    "combinators take runtime awaitables (calls through self.ref(...), "
+                    f"self.sleep(), self.run(), other combinators), not {type(child).__name__}"
+                )
+        self.mode = mode
+        self.children = children
+
+
+class Timeout(RuntimeAwaitable):
+    """``self.timeout(awaitable, seconds)``: the awaitable's outcome, or ``TimeoutError`` once a
+    durable timer fires first (the abandoned outcome, if it comes later, is dropped)."""
+
+    __slots__ = ("child", "seconds")
+
+    def __init__(self, child: RuntimeAwaitable, seconds: float) -> None:
+        super().__init__(())
+        if not isinstance(child, RuntimeAwaitable):
+            raise TypeError(
+                f"self.timeout() takes a runtime awaitable, not {type(child).__name__}"
+            )
+        self.child = child
+        self.seconds = float(seconds)
 
 
 class MethodRef:
@@ -145,5 +214,85 @@ class Immortal:
         return self._imm_context().uuid()
 
     def sleep(self, seconds: float) -> TimerWait:
-        """``await self.sleep(s)``: a durable timer; it fires after a restart too."""
+        """``await self.sleep(s)``: a durable timer; it fires after a restart too.
+
+        A handler suspended in ``sleep`` blocks checkpoints until it resumes; for periodic work
+        use ``call_later``, which suspends nothing."""
         return self._imm_context().set_timer(seconds)
+
+    # -- timer callbacks ---------------------------------------------------------------------------
+
+    def call_later(self, seconds: float, handler: Callable[..., Any] | str, *args: Any) -> int:
+        """Call one of this instance's ``@rpc`` handlers after ``seconds``; returns a timer id.
+
+        The timer is part of the state: it survives crashes and restarts, fires once (a logged
+        input that runs ``handler(*args)``), and suspends nothing, so checkpoints go on. The
+        pattern for periodic work is a handler that ends by scheduling itself again."""
+        ctx = self._imm_context()
+        return ctx.set_callback(ctx.now() + float(seconds), _handler_name(self, handler), args)
+
+    def call_at(self, when: float, handler: Callable[..., Any] | str, *args: Any) -> int:
+        """Like ``call_later``, at wall-clock time ``when`` (seconds since the epoch, as
+        ``self.now()``); a time in the past fires at once."""
+        return self._imm_context().set_callback(float(when), _handler_name(self, handler), args)
+
+    def cancel_timer(self, timer_id: int) -> bool:
+        """Cancel a timer of ``call_later``/``call_at``; False if it already fired or is unknown."""
+        return self._imm_context().cancel_callback(timer_id)
+
+    # -- combinators -----------------------------------------------------------------------------
+
+    def gather(self, *awaitables: RuntimeAwaitable) -> Combined:
+        """``await self.gather(a, b, c)``: every outcome, as a list in argument order. The first
+        failure to arrive is raised at once, and the others are no longer waited for."""
+        return Combined("all", awaitables)
+
+    def first(self, *awaitables: RuntimeAwaitable) -> Combined:
+        """``index, value = await self.first(a, b)``: the first outcome to arrive (raised if it
+        is a failure); the others are no longer waited for."""
+        return Combined("first", awaitables)
+
+    def timeout(self, awaitable: RuntimeAwaitable, seconds: float) -> Timeout:
+        """``await self.timeout(x, 5)``: ``x``'s outcome, or ``TimeoutError`` after ``seconds``
+        (a durable timer, so replay times out at the same step). A reply or side effect that
+        arrives after the timeout is dropped, unless the handler awaits it again."""
+        return Timeout(awaitable, seconds)
+
+    # -- durable side effects ----------------------------------------------------------------------
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        retries: int = 0,
+        backoff: float = 0.5,
+        timeout: float | None = None,
+    ) -> SideEffect:
+        """``await self.run(fn, *args)``: call ``fn(key, *args)`` outside the handler and log what
+        it returned or raised, so replay gets the recorded outcome without calling it again.
+
+        ``fn`` runs on a worker thread once the step that asked for it is durable, and may do
+        any I/O. It runs *at least* once: a crash after it ran and before its outcome was
+        logged runs it again, so pass ``key`` (a string, the same on every run of this effect)
+        to the outside service as its idempotency key. A failed attempt (an exception, or no
+        answer within ``timeout`` seconds) is retried ``retries`` times, after ``backoff``,
+        doubling; the last failure is raised in the handler as ``EffectError``."""
+        if not callable(fn):
+            raise TypeError(f"self.run() takes a function, not {type(fn).__name__}")
+        if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
+            raise ValueError("self.run(): retries and backoff must be >= 0, timeout > 0")
+        return SideEffect(fn, args, retries=int(retries), backoff=float(backoff), timeout=timeout)
+
+
+def _handler_name(app: Immortal, handler: Callable[..., Any] | str) -> str:
+    """The name of one of ``app``'s own handlers, given as a bound method or as a name."""
+    if isinstance(handler, str):
+        return handler
+    owner = getattr(handler, "__self__", None)
+    name = getattr(handler, "__name__", None)
+    if owner is not app or not isinstance(name, str):
+        raise TypeError(
+            "a timer callback is one of this instance's own handlers: pass self.method or "
+            "its name (to call another instance later, schedule a handler that calls it)"
+        )
+    return name

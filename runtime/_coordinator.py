@@ -32,6 +32,14 @@ The rules, each in one place below:
   checkpoint falling due, the hold is lifted (by a timer, even if nothing else happens) and a
   warning says why. Once quiescent, the checkpoint is taken before any held call runs.
 * **Identity** (``refusal``): a peer must be registered at the epoch it claims.
+* **Messages to itself** (``_release``, ``start``): a call or post an instance sends to its
+  own name never touches the network. Like any message it is released only once its step is
+  durable, then admitted by the same numbering as a peer's and executed as a new input; it is
+  acknowledged when that step is durable, and redelivered by ``start`` after a crash.
+* **Side effects** (``_release``, ``effect_done``, ``start``): a requested effect is handed
+  to the driver (``RunEffect``) only once the step that asked for it is durable, so an effect
+  never runs for a step a crash could undo; its outcome comes back as a new input. After a
+  crash, ``start`` hands out again every effect whose outcome is not in the log.
 
 Seams for later drivers: a standby follows a log with ``replay`` (state moves, nothing is
 released); ``start`` is "take over as primary" after any amount of ``replay``.
@@ -62,12 +70,13 @@ from ._actions import (
     LookedUp,
     LookUp,
     Released,
+    RunEffect,
     Send,
     SetTimer,
     Warn,
 )
 from ._api import Immortal
-from ._executor import Sources
+from ._executor import Sources, unstorable
 from ._replica import Replica
 from ._schema import (
     MAIN_KEY,
@@ -196,10 +205,16 @@ class Coordinator:
         for tid, due in self.executor.timers.items():
             self._schedule_app_timer(tid, due)
         for peer in sorted(self.streams.peers()):
-            if self.streams.unacknowledged(peer):
+            if peer != self.name and self.streams.unacknowledged(peer):
                 self.actions.append(Connect(peer))
+        for _eid, request in sorted(self.executor.effects.items()):
+            self.actions.append(RunEffect(request))  # its outcome never reached the log
         if not self.executor.started:
             self._submit({"k": "start"})
+        # Messages to itself that were durable but not yet executed durably: deliver again
+        # (admission drops what was executed already).
+        self.streams.acknowledge(self.name, self.streams.seq_in.get(self.name, 0))
+        self._deliver_locally(self.streams.unacknowledged(self.name))
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -268,6 +283,20 @@ class Coordinator:
             outcome = (False, _reused(key, inp))
         for caller in waiting:
             self.actions.append(Answer(caller, key, *outcome))
+
+    def effect_done(self, eid: int, ok: bool, value: Any) -> None:
+        """The driver ran side effect ``eid`` (``RunEffect``): its value, or ``[type name,
+        message]`` of its last failure. Logged as an input, which resumes the handler."""
+        if ok:
+            why = unstorable(value)
+            if why is not None:
+                ok, value = False, ["ValueCodecError", f"the side effect returned {why}"]
+        inp: dict[str, Any] = {"k": "effect", "eid": eid}
+        if ok:
+            inp["ok"] = value
+        else:
+            inp["err"] = [str(value[0]), str(value[1])]
+        self._submit(inp)
 
     def timer_fired(self, key: Any) -> None:
         """A timer the coordinator set (``SetTimer``) is due."""
@@ -406,8 +435,8 @@ class Coordinator:
         self.next_lsn = lsn + 1
         for key, _ok, _value in record.get("rep", ()):
             self._result_lsn[key] = lsn
-        for tid, due in record.get("tim", ()):
-            self._schedule_app_timer(tid, due)
+        for timer in record.get("tim", ()):
+            self._schedule_app_timer(timer[0], timer[1])  # [tid, due] or [tid, due, method, args]
         self._pending.append(record)
 
     def _holding(self) -> bool:
@@ -467,8 +496,8 @@ class Coordinator:
                 Warn(
                     f"{self.name}: no checkpoint for {self.now - self._last_checkpoint:.0f} s: a "
                     "handler stays suspended mid-await (a main() that never returns?). Recovery "
-                    "replays from the last checkpoint; continue long work by posting to self or "
-                    "with self.sleep() instead"
+                    "replays from the last checkpoint; for periodic work, schedule a handler with "
+                    "self.call_later() instead of a loop that awaits self.sleep()"
                 )
             )
 
@@ -497,6 +526,8 @@ class Coordinator:
                 actions.append(Emit(lsn, emits))
             for key, ok, value in record.get("rep", ()):
                 self._answer(key, ok, value)
+            if "fx" in record or "fail" in record:
+                self._release_rare(record, lsn)
             lsn += 1
         if lsn - 1 > self.released_lsn:
             self.released_lsn = lsn - 1
@@ -505,7 +536,11 @@ class Coordinator:
         for peer, upto in acks.items():
             if upto > durable_in.get(peer, 0):
                 durable_in[peer] = upto
+        mine = acks.pop(self.name, None)
+        if mine is not None:  # executed durably here: no acknowledgement to send
+            self.streams.acknowledge(self.name, mine)
         released_out = self._released_out
+        local = per_peer.pop(self.name, None)
         for peer, messages in per_peer.items():
             actions.append(Send(peer, messages))
             released_out[peer] = message_seq(messages[-1])
@@ -514,6 +549,32 @@ class Coordinator:
             if not self._ack_timer_set:
                 self._ack_timer_set = True
                 actions.append(SetTimer(ACK_TIMER, self.now + self.config.ack_delay))
+        if local is not None:
+            released_out[self.name] = message_seq(local[-1])
+            self._deliver_locally(local)
+
+    def _release_rare(self, record: StepRecord, lsn: int) -> None:
+        """Side effects to run and failures nobody receives, of a durable step."""
+        for eid, _key, _name in record.get("fx", ()):
+            request = self.executor.effects.get(eid)
+            if request is not None:
+                self.actions.append(RunEffect(request))
+        for type_name, message, *_ in record.get("fail", ()):
+            inp = record["in"]
+            what = (
+                f"timer callback (timer {inp['tid']})"
+                if inp["k"] == "timer"
+                else f"post {inp.get('m')}() from {inp.get('from', 'outside')}"
+            )
+            self.actions.append(
+                Warn(f"{self.name}: step {lsn}: {what} raised {type_name}: {message}")
+            )
+
+    def _deliver_locally(self, messages: list[PeerMessage]) -> None:
+        """Calls and replies this instance sent to itself, durable now: execute them as inputs,
+        admitted by their numbers like a peer's (a gap would be a bug: nothing is lost here)."""
+        if messages and not self.receive_messages(self.name, messages):
+            raise RuntimeError(f"{self.name}: a gap in the messages to itself")
 
     def _answer(self, key: Any, ok: bool, value: Any) -> None:
         self._result_lsn.pop(key, None)  # durable now: known_result alone answers retries

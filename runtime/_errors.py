@@ -1,7 +1,8 @@
 """The exception tree of ``runtime``::
 
 ImmortalsError               every error the runtime raises on purpose
-├── RemoteError              a handler of another instance raised: its type name and message
+├── RemoteError              a called handler raised: its type name, message and step (LSN)
+├── EffectError              a durable side effect (``self.run``) failed on its last attempt
 ├── NondeterminismError      replay produced a different effect than the log recorded
 ├── SandboxError             a handler used asyncio, a thread, a socket, a file or a subprocess
 ├── UnknownMethodError       a call named a method that is not an @rpc handler
@@ -31,7 +32,28 @@ class ImmortalsError(Exception):
 
 
 class RemoteError(ImmortalsError):
-    """The called handler raised. ``type_name`` and ``message`` are what it raised."""
+    """The called handler raised. ``type_name`` and ``message`` are what it raised, ``lsn`` the
+    callee's step that raised it (None from logs written before it was recorded): ``immortals
+    replay CALLEE --from LSN --to LSN`` or the debugger show that step.
+
+    Only the type's name crosses the wire (the caller may not even have the class), so catch
+    ``RemoteError`` and look at ``type_name``. State changes the callee made before raising are
+    kept: an exception does not roll anything back."""
+
+    def __init__(self, type_name: str, message: str, lsn: int | None = None) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.lsn = lsn
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteError, (self.type_name, self.message, self.lsn))
+
+
+class EffectError(ImmortalsError):
+    """A side effect (``self.run``) failed on its last attempt: ``type_name`` and ``message``
+    are what the function raised (``TimeoutError`` when an attempt took longer than its
+    ``timeout``). Replay raises the same recorded failure without calling the function."""
 
     def __init__(self, type_name: str, message: str) -> None:
         self.type_name = type_name
@@ -39,7 +61,7 @@ class RemoteError(ImmortalsError):
         super().__init__(f"{type_name}: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteError, (self.type_name, self.message))
+        return (EffectError, (self.type_name, self.message))
 
 
 class NondeterminismError(ImmortalsError):

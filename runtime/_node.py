@@ -40,14 +40,16 @@ from ._actions import (
     LookedUp,
     LookUp,
     Released,
+    RunEffect,
     Send,
     SetTimer,
     Warn,
 )
 from ._apps import LoadedApp
 from ._coordinator import Coordinator, CoordinatorConfig
+from ._effects import Outcome, run_effect
 from ._errors import InstanceError
-from ._executor import Sources
+from ._executor import EffectRequest, Sources
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
@@ -56,6 +58,7 @@ from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
+EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a worker while it runs)
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
 
@@ -122,6 +125,7 @@ class Node:
         self.log = _stderr_log
         self._writer: LogWriter | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="log")
+        self._effect_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._inflight: asyncio.Future[int] | None = None
         self._links: dict[str, Link] = {}
         self._incoming: dict[str, Accepted] = {}
@@ -308,6 +312,8 @@ class Node:
                 self._link(action.peer)
             elif isinstance(action, LookUp):
                 asyncio.get_running_loop().call_soon(self._look_up, action.key)
+            elif isinstance(action, RunEffect):
+                self._run_effect(action.request)
             elif isinstance(action, Warn):
                 self.log(action.text)
         if emitted and unprintable is None:
@@ -408,6 +414,25 @@ class Node:
         self._timers.pop(key, None)
         self.coordinator.advance(time.time())
         self.coordinator.timer_fired(key)
+        self._do()
+
+    # -- side effects -----------------------------------------------------------------------------
+
+    def _run_effect(self, request: EffectRequest) -> None:
+        """On a worker thread: the event loop (and every handler) goes on while it runs."""
+        if self._effect_pool is None:
+            self._effect_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=EFFECT_WORKERS, thread_name_prefix="effect"
+            )
+        done = asyncio.get_running_loop().run_in_executor(self._effect_pool, run_effect, request)
+        done.add_done_callback(functools.partial(self._effect_finished, request.eid))
+
+    def _effect_finished(self, eid: int, done: asyncio.Future[Outcome]) -> None:
+        if done.cancelled() or self.stopping:
+            return  # a restart runs it again: its outcome never reached the log
+        ok, value = done.result()
+        self.coordinator.advance(time.time())
+        self.coordinator.effect_done(eid, ok, value)
         self._do()
 
     # -- outside callers' keys -----------------------------------------------------------------------
@@ -605,6 +630,8 @@ class Node:
             self._released.close()
             self._released = None
         self._io.shutdown(wait=True)
+        if self._effect_pool is not None:
+            self._effect_pool.shutdown(wait=False, cancel_futures=True)
         self.home.close()
 
 

@@ -15,12 +15,27 @@ guards on other threads are left as they were. The hook and ``Thread.start`` ask
 they return after one truth test. A set add/discard is cheaper than a ``threading.local`` or a
 per-thread counter here (measured), and both are atomic under the GIL.
 
+Two more things differ between live and replay unless the guard evens them out:
+
+* **asyncio**: live, a handler runs on the event loop's thread, so ``asyncio.gather()`` would
+  find a running loop and schedule a task the log knows nothing of; in replay there is no
+  loop and the same line raised another error. Inside a handler, asking asyncio for its loop
+  (``get_running_loop``, ``get_event_loop``: what ``gather``, ``create_task``, ``sleep`` and
+  ``wait_for`` do first) raises ``SandboxError``, live and in replay alike.
+* **print()**: stdout carries the emit stream, and a handler's prints ran again on every
+  replay. Inside a handler, ``print()`` to stdout goes to stderr, each line prefixed with the
+  tag ``enter`` was given (instance and LSN); in replay (no tag) it prints nothing.
+
 Rejected: running handlers in a subinterpreter or a seccomp jail (heavy, Linux-only, and it
 would make every call cross a boundary); monkeypatching ``socket``/``open`` (misses C callers).
 """
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.events
+import builtins
+import io
 import sys
 import threading
 from collections.abc import Iterator
@@ -51,7 +66,13 @@ _ADVICE = {
     "subprocess": "run outside work outside the handler and pass results in as call arguments",
     "open": "pass file contents in as call arguments, or emit() what should be written",
     "thread": "handlers run on the runtime's scheduler; await calls or self.sleep() instead",
+    "asyncio": (
+        "await runtime awaitables instead: self.gather(), self.first(), self.timeout(), "
+        "self.sleep(), self.run() (asyncio's scheduling is not in the log, so it would not replay)"
+    ),
 }
+# What print() inside a handler is tagged with, per guarded thread (None: replay, keep quiet).
+_print_tags: dict[int, str | None] = {}
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -81,6 +102,39 @@ def _guarded_start(self: threading.Thread) -> None:
     _original_start(self)
 
 
+def _refusing_loop(original: Any) -> Any:
+    """``original`` (an asyncio loop getter), refused inside a handler."""
+
+    def guarded_loop_getter(*args: Any, **kwargs: Any) -> Any:
+        if _guarded and _get_ident() in _guarded:
+            _refuse("asyncio", f"asyncio.{original.__name__.lstrip('_')}()")
+        return original(*args, **kwargs)
+
+    guarded_loop_getter.__name__ = original.__name__
+    return guarded_loop_getter
+
+
+_original_print = builtins.print
+
+
+def _handler_print(*args: Any, **kwargs: Any) -> None:
+    """``print`` as a handler sees it: stdout becomes tagged stderr lines, or nothing in replay."""
+    target = kwargs.get("file")
+    if not (_guarded and _get_ident() in _guarded) or (
+        target is not None and target is not sys.stdout
+    ):
+        _original_print(*args, **kwargs)
+        return
+    tag = _print_tags.get(_get_ident())
+    if tag is None:
+        return  # replay: the line was printed when the step first ran
+    text = io.StringIO()
+    _original_print(*args, **{**kwargs, "file": text, "flush": False})
+    lines = text.getvalue().splitlines()
+    sys.stderr.write("".join(f"[{tag}] {line}\n" for line in lines))
+    sys.stderr.flush()
+
+
 _installed = False
 
 
@@ -90,11 +144,18 @@ def install() -> None:
     if not _installed:
         sys.addaudithook(_audit)
         threading.Thread.start = _guarded_start  # type: ignore[method-assign]
+        for module in (asyncio.events, asyncio):
+            for getter in ("get_running_loop", "get_event_loop", "_get_event_loop"):
+                original = getattr(module, getter, None)
+                if original is not None:
+                    setattr(module, getter, _refusing_loop(original))
+        builtins.print = _handler_print
         _installed = True
 
 
-def enter() -> int | None:
-    """Start refusing I/O on this thread; returns the token ``leave`` needs.
+def enter(print_tag: str | None = None) -> int | None:
+    """Start refusing I/O on this thread; returns the token ``leave`` needs. ``print_tag``
+    prefixes what the handler prints (to stderr); None keeps it quiet (replay).
 
     The token is this thread's ident if this call guarded it, or None if it was already guarded
     (a nested enter), in which case the matching ``leave`` keeps it guarded. Other threads are
@@ -109,6 +170,7 @@ def enter() -> int | None:
     if ident in _guarded:
         return None
     _add(ident)
+    _print_tags[ident] = print_tag
     return ident
 
 
@@ -116,6 +178,7 @@ def leave(token: int | None) -> None:
     """Undo the matching ``enter``: unguard this thread if that ``enter`` guarded it."""
     if token is not None:
         _discard(token)
+        _print_tags.pop(token, None)
 
 
 @contextmanager

@@ -76,7 +76,16 @@ class TimerInput(TypedDict):
     tid: int
 
 
-Input = StartInput | PeerCallInput | OutsideCallInput | ReplyInput | TimerInput
+class EffectInput(TypedDict, total=False):
+    """A side effect's outcome: exactly one of ``ok`` (its value) or ``err`` ([type, message])."""
+
+    k: Literal["effect"]
+    eid: int
+    ok: Any
+    err: list[Any]
+
+
+Input = StartInput | PeerCallInput | OutsideCallInput | ReplyInput | TimerInput | EffectInput
 
 # -- step records -------------------------------------------------------------------------------
 
@@ -95,7 +104,10 @@ StepRecord = TypedDict(
         "out": list[PeerMessage],
         "emit": list[Any],
         "rep": list[ResultEntry],
-        "tim": list[list[Any]],  # [tid, due]
+        "tim": list[list[Any]],  # [tid, due] (a sleep) or [tid, due, method, args] (a callback)
+        "tcx": list[int],  # callback timers cancelled
+        "fx": list[list[Any]],  # side effects requested: [eid, key, function name]
+        "fail": list[list[Any]],  # failures nobody receives: [type name, message, lsn]
     },
     total=False,
 )

@@ -133,7 +133,7 @@ def test_asking_for_more_nondeterminism_than_recorded_is_caught() -> None:
 
 def test_handler_exception_is_an_outcome_recorded_and_replayed() -> None:
     _live, records = _run_live(Failing, [{"k": "start"}, _call("boom", 3, key="z")])
-    assert records[1]["rep"] == [["z", False, ["ValueError", "bad 3"]]]
+    assert records[1]["rep"] == [["z", False, ["ValueError", "bad 3", 2]]]
     _replay(Failing, records)
 
 
