@@ -36,6 +36,9 @@ The rules, each in one place below:
   own name never touches the network. Like any message it is released only once its step is
   durable, then admitted by the same numbering as a peer's and executed as a new input; it is
   acknowledged when that step is durable, and redelivered by ``start`` after a crash.
+  (Delivering at once would be safe too: one log, so the receiving step is never durable
+  without the sending one. But a handler that posts to itself in a loop would then starve
+  every other input; waiting for durability paces such a loop by group commit.)
 * **Side effects** (``_release``, ``effect_done``, ``start``): a requested effect is handed
   to the driver (``RunEffect``) only once the step that asked for it is durable, so an effect
   never runs for a step a crash could undo; its outcome comes back as a new input. After a

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime._actions import Ack, Append
+from runtime._actions import Ack, Append, RunEffect
 from runtime._coordinator import Coordinator
 from runtime._schema import PeerMessage, input_sender, input_seq
 
@@ -91,6 +91,20 @@ class ForgetsOldKeys(Coordinator):
         super().key_looked_up(key, None)
 
 
+class EffectBeforeDurable(Coordinator):
+    """Runs a side effect as soon as a handler asks for it, before the asking step is durable."""
+
+    def _execute(self, inp: dict[str, Any]) -> None:
+        known = set(self.executor.effects)
+        super()._execute(inp)
+        for eid, request in self.executor.effects.items():
+            if eid not in known:
+                self.actions.append(RunEffect(request))
+
+    def _release_rare(self, record: Any, lsn: int) -> None:
+        pass  # handed out already, at execution
+
+
 PLANTED = [
     DedupOff,
     AckBeforeDurable,
@@ -100,4 +114,5 @@ PLANTED = [
     ReleaseBeforeAppend,
     CheckpointWhileSuspended,
     ForgetsOldKeys,
+    EffectBeforeDurable,
 ]

@@ -91,3 +91,72 @@ class Caller(Immortal):
                 raise ValueError(f"unknown caller kind {kind!r}")
             self.results.append(value)
             self.emit([i, value])
+
+
+class Ledger:
+    """The outside service side effects charge in the simulator: it deduplicates by idempotency
+    key, as a payment service would, and notes a key ever used for two different charges."""
+
+    current: Ledger | None = None  # the world being run (worlds run one at a time)
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, tuple[str, int]] = {}
+        self.calls = 0
+        self.conflicts: list[str] = []
+
+
+def charge(key: str, who: str, i: int) -> str:
+    """A side effect: charge ``who`` for item ``i`` under ``key``."""
+    ledger = Ledger.current
+    assert ledger is not None
+    ledger.calls += 1
+    first = ledger.by_key.setdefault(key, (who, i))
+    if first != (who, i):
+        ledger.conflicts.append(f"key {key!r} charged {first} and {(who, i)}")
+    return f"{who}:{i}"
+
+
+class Worker(Immortal):
+    """Works through its plan the way the guide recommends: it posts each step to itself, waits
+    for two calls at once (one to itself), charges a side effect under a timeout that never
+    fires, and ticks on a timer callback that reschedules itself.
+
+    Its plan is its name, ``who-works-target-count``; ``finished`` says when it is done.
+    """
+
+    TICKS = 3
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+        self.ticks = 0
+
+    def finished(self, count: int) -> bool:
+        return len(self.results) >= count and self.ticks >= self.TICKS
+
+    def count(self) -> int:
+        return int(self.instance_name.rsplit("-", 1)[1])
+
+    async def main(self) -> None:
+        self.ref(self.instance_name).step.post(0)
+        self.call_later(0.01, self.tick)
+
+    @rpc
+    async def step(self, i: int) -> None:
+        me = self.instance_name
+        target = me.rsplit("-", 2)[1]
+        served, squared = await self.gather(self.ref(target).inc(me, i), self.ref(me).square(i))
+        receipt = await self.timeout(self.run(charge, me, i), 1000.0)
+        self.results.append([served, squared, receipt])
+        self.emit([i, receipt])
+        if i + 1 < self.count():
+            self.ref(me).step.post(i + 1)
+
+    @rpc
+    def square(self, i: int) -> int:
+        return i * i
+
+    @rpc
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.ticks < self.TICKS:
+            self.call_later(0.01, self.tick)

@@ -21,12 +21,14 @@ from .._actions import (
     LookedUp,
     LookUp,
     Released,
+    RunEffect,
     Send,
     SetTimer,
 )
 from .._api import Immortal
 from .._coordinator import Coordinator, CoordinatorConfig
-from .._executor import Sources
+from .._effects import run_effect
+from .._executor import EffectRequest, Sources
 from .._protocol import Closed, Connection, Opened, Received
 from .._schema import (
     ack,
@@ -174,6 +176,9 @@ class SimNode:
                 self._set_timer(action.key, action.due)
             elif isinstance(action, LookUp):
                 world.after(0.0, self.deliver, self.incarnation, self._look_up, action.key)
+            elif isinstance(action, RunEffect):  # outside the instance: it takes a while
+                delay = world.rng.uniform(0.0005, 0.01)
+                world.after(delay, self.deliver, self.incarnation, self._effect, action.request)
             # Warn: the trace line above is all it needs here.
 
     def _append(self, batch: Append) -> None:
@@ -191,6 +196,15 @@ class SimNode:
         assert c is not None
         c.advance(self.world.now)
         c.append_done(written)
+        self._do()
+
+    def _effect(self, request: EffectRequest) -> None:
+        """The side effect ran (the real node runs it on a worker thread)."""
+        ok, value = run_effect(request, sleep=lambda _seconds: None)
+        c = self.coordinator
+        assert c is not None
+        c.advance(self.world.now)
+        c.effect_done(request.eid, ok, value)
         self._do()
 
     def _look_up(self, key: Any) -> None:

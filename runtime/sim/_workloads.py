@@ -15,7 +15,7 @@ from typing import Any
 
 from .._coordinator import CoordinatorConfig
 from .._executor import app_state
-from ._apps import Caller, Counter, Relay
+from ._apps import Caller, Counter, Relay, Worker
 from ._world import World
 
 
@@ -71,6 +71,12 @@ def _raises(world: World, rng: random.Random) -> None:
     world.add_node(f"r1-raises-server-{_n(rng)}", Caller)
 
 
+def _patterns(world: World, rng: random.Random) -> None:
+    world.add_node("server", Counter)
+    world.add_node(f"w1-works-server-{_n(rng)}", Worker)
+    world.add_node(f"w2-works-server-{_n(rng)}", Worker)
+
+
 def _mixed(world: World, rng: random.Random) -> None:
     world.add_node("server", Counter)
     world.add_node("c", Counter)
@@ -80,6 +86,7 @@ def _mixed(world: World, rng: random.Random) -> None:
     for kind in ("calls", "sleeps", "posts", "raises"):
         world.add_node(f"m-{kind}-server-{_n(rng)}", Caller)
     world.callers.append(_caller(world, "ext1", "server", _n(rng)))
+    world.add_node(f"w1-works-server-{_n(rng)}", Worker)
 
 
 def _caller(world: World, who: str, target: str, count: int) -> Any:
@@ -98,6 +105,11 @@ WORKLOADS: dict[str, Workload] = {
         Workload("timers", "a client that sleeps (durable timers) between calls", _timers),
         Workload("posts", "one-way posts, then a call", _posts),
         Workload("raises", "a handler that raises on every other call", _raises),
+        Workload(
+            "patterns",
+            "posts to self, gather, side effects under a timeout, timer callbacks",
+            _patterns,
+        ),
         Workload("mixed", "all of the above against one server at once", _mixed),
     )
 }
@@ -122,6 +134,7 @@ class Observation:
     states: dict[str, Any] = field(default_factory=dict)
     emits: dict[str, list[Any]] = field(default_factory=dict)  # deduplicated by (lsn, index)
     answers: dict[str, list[Any]] = field(default_factory=dict)  # outside key -> every answer
+    charges: list[Any] = field(default_factory=list)  # what the side effects' service charged
     problems: list[str] = field(default_factory=list)  # found while observing
     settled: bool = False
 
@@ -144,6 +157,8 @@ def settled(world: World) -> bool:
             return False
         if isinstance(app, Caller) and len(app.results) < int(node.name.rsplit("-", 1)[1]):
             return False
+        if isinstance(app, Worker) and not app.finished(int(node.name.rsplit("-", 1)[1])):
+            return False
     return True
 
 
@@ -165,6 +180,8 @@ def observe(world: World, finished: bool) -> Observation:
     for caller in world.callers:
         for key, got in caller.answers.items():
             seen.answers[key] = got
+    seen.charges = sorted(world.ledger.by_key.values())
+    seen.problems += world.ledger.conflicts
     return seen
 
 
@@ -184,6 +201,8 @@ def compare(reference: Observation, run: Observation) -> list[str]:
         actual = run.emits.get(name, [])
         if actual != expected:
             problems.append(f"emits of {name}: expected {expected!r}, got {actual!r}")
+    if run.charges != reference.charges:
+        problems.append(f"side effects charged {run.charges!r}, expected {reference.charges!r}")
     for key, expected in reference.answers.items():
         actual = run.answers.get(key, [])
         if not actual:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._coordinator import Coordinator, CoordinatorConfig
+from ._apps import Ledger
 from ._host import SimCaller, SimNode
 from ._net import Network
 
@@ -93,6 +94,7 @@ class World:
         slow = self.rng.random() < 0.3
         self._fsync = self.rng.uniform(0.005, 0.03) if slow else self.rng.uniform(0.0003, 0.004)
         self.events = 0
+        self.ledger = Ledger.current = Ledger()  # the outside service of side effects
 
     # -- the clock and the scheduler -----------------------------------------------------------
 
