@@ -18,11 +18,12 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from logformat import LogError
+from logformat import CorruptLogError, LogError
 from runtime._errors import ImmortalsError
 
 from ._dialogs import ErrorScreen, HelpScreen, Prompt
@@ -54,6 +55,14 @@ def _runner(app: App[Any], action: str) -> Callable[[], Any]:
         await app.run_action(action)
 
     return run
+
+
+class DamageFound(Message):
+    """Reading met damage the log's index did not know of: the history now ends before it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__()
 
 
 class DebuggerApp(App[None]):
@@ -147,6 +156,7 @@ class DebuggerApp(App[None]):
             self.push_screen(ErrorScreen(self.open_error or "unknown error"))
             return
         history = self.history
+        history.on_damage = self._damage_met
         self.timeline.focus()
         if history.count == 0:
             self.state_view.show_message("the log holds no steps yet")
@@ -199,6 +209,20 @@ class DebuggerApp(App[None]):
         )
         notice.display = small
         self.query_one("#main").display = not small
+
+    def _damage_met(self, text: str) -> None:
+        self.post_message(DamageFound(text))  # from any thread: post_message is thread-safe
+
+    def on_damage_found(self, message: DamageFound) -> None:
+        assert self.history is not None
+        self.timeline.update_size()
+        if self.timeline.cursor > self.history.last_lsn and self.history.count:
+            self.timeline.go(self.history.last_lsn)
+        self.notify(message.text, severity="error", timeout=10)
+        self._update_status()
+
+    def on_timeline_rows_loaded(self) -> None:
+        self._update_status()
 
     # -- selecting and inspecting a step -----------------------------------------------------------
 
@@ -565,6 +589,8 @@ class DebuggerApp(App[None]):
 
         try:
             history.index_in_background(progress)
+        except CorruptLogError:
+            pass  # the history now ends before the damage, which was announced once
         except (ImmortalsError, LogError) as exc:
             self.call_from_thread(self.notify, f"indexing stopped: {exc}", severity="warning")
         self.call_from_thread(self._set_busy, "")
@@ -579,6 +605,8 @@ class DebuggerApp(App[None]):
             return
         lsn = self.timeline.cursor
         row = history.cached_row(lsn)
+        if row is None:
+            self.timeline.request_row(lsn)  # RowsLoaded brings the status back with the time
         checkpoints = [c for c in history.checkpoints if c <= lsn]
         self.query_one(StatusLine).show(
             lsn=lsn,

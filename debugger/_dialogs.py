@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Input, Label, Static
 
+from ._timeline import MARKS
+
 KEYS: list[tuple[str, str]] = [
     ("j / ↓, k / ↑", "next / previous step (next / previous line when stepping into a handler)"),
     ("] / [", "10 steps forward / back"),
@@ -86,6 +88,9 @@ class HelpScreen(ModalScreen[None]):
         table.add_column()
         for key, what in KEYS:
             table.add_row(key, what)
+        table.add_section()
+        for mark, what in MARKS:
+            table.add_row(f"{mark} in the timeline", what)
         yield Static(table)
 
     def action_close(self) -> None:

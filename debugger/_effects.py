@@ -5,6 +5,8 @@ In line-by-line mode it shows the locals at the current line instead of the stat
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any
 
 from rich.console import Group
@@ -36,7 +38,7 @@ class EffectsView(Static):
         table.add_column()
         table.add_row("input", _brief(step.input, 200))
         for kind, value in step.nondeterminism:
-            table.add_row(f"used {kind}", _brief(value))
+            table.add_row(f"used {kind}", recorded_value(kind, value))
         fx = step.effects
         for target, seq, method, args, wants in fx["calls"]:
             post = "" if wants else " (post, no reply)"
@@ -51,7 +53,7 @@ class EffectsView(Static):
         for value in fx["emits"]:
             table.add_row("emit", _brief(value))
         for tid, due in fx["timers"]:
-            table.add_row("timer", f"#{tid} due at {due:.3f}")
+            table.add_row("timer", f"#{tid} due at {local_time(due)}")
         if not any(fx.values()):
             table.add_row("", Text("no effects", style="italic"))
         self.update(table)
@@ -70,6 +72,28 @@ class EffectsView(Static):
     def show_message(self, message: str) -> None:
         self.border_title = "effects"
         self.update(Text(message, style="italic"))
+
+
+def recorded_value(kind: str, value: Any) -> str:
+    """A non-deterministic value as a person reads it: a uuid as a UUID, a clock reading as a
+    local time. The log keeps what the executor handed out (16 bytes, seconds since the epoch),
+    which is exact but unreadable."""
+    if kind == "uuid" and isinstance(value, bytes) and len(value) == 16:
+        return str(uuid.UUID(bytes=value))
+    if kind == "now" and isinstance(value, int | float) and not isinstance(value, bool):
+        return local_time(value)
+    return _brief(value)
+
+
+def local_time(seconds: float) -> str:
+    """Seconds since the epoch as ``2023-11-14 23:13:20.250 +0100``, in the local time zone
+    (what ``self.now()`` meant to the handler), with the offset so it is never ambiguous."""
+    try:
+        moment = dt.datetime.fromtimestamp(seconds).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return repr(seconds)  # not a time this machine can show: the number itself
+    millis = moment.microsecond // 1000
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{millis:03d} {moment:%z}"
 
 
 def _args(args: Any) -> str:

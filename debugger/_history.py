@@ -7,6 +7,10 @@ re-executes. Both are guarded by locks because the UI reads them from worker thr
 
 An app that cannot be imported still leaves the log readable: the timeline works and the panes
 that need re-execution say why they are empty (``app_error``).
+
+A damaged log opens up to the damage. Damage the index does not know of (a flipped byte in a frame
+the index already covers) is only met when that frame is read; from then on the history ends
+just before it (``last_lsn``), and ``on_damage`` is told once, in one line.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import inspect
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from logformat import LogError, LogReader, writer_is_live
+from logformat import CorruptLogError, LogError, LogReader, writer_is_live
 from replayer import Change, Replayer, Step, TraceLine, diff_states
 from replayer._replayer import open_log_dir
 from replayer._trace import snapshot_value
@@ -158,6 +163,10 @@ class History:
             self.app_error = str(exc)
         self.checkpoints: set[int] = set()
         self.upgrades: set[int] = set()
+        self._end: int | None = None  # the last readable LSN, once reading met damage
+        self._found_damage: str | None = None
+        self.on_damage: Callable[[str], None] | None = None
+        """Called (from any thread) with one line when reading meets damage not known before."""
         self._load_marks()
 
     # -- the log -----------------------------------------------------------------------------------
@@ -168,7 +177,8 @@ class History:
 
     @property
     def last_lsn(self) -> int:
-        return self.reader.last_lsn
+        end = self.reader.last_lsn
+        return end if self._end is None else min(end, self._end)
 
     @property
     def count(self) -> int:
@@ -177,11 +187,51 @@ class History:
     @property
     def damage(self) -> str | None:
         """A one-line description of damage that ends the readable log, if any."""
+        if self._found_damage is not None:
+            return self._found_damage
         found = self.reader.damage
         if not found:
             return None
         path, damage = found[0]
-        return f"{path.name}: {damage}"
+        if damage.kind == "torn-tail":
+            return (
+                f"{path.name}: the last write was cut short ({damage.reason}); the instance's "
+                "next start cuts it off"
+            )
+        return self._damage_text(path.name, damage.offset, damage.reason, damage.first_lsn)
+
+    def _damage_text(self, file: str, offset: int, reason: str, first: int | None) -> str:
+        where = f"{file} byte {offset}: {reason}"
+        at = f" at LSN {first}" if first is not None else ""
+        shown = (
+            f"steps {self.first_lsn}..{self.last_lsn} are shown"
+            if self.count
+            else "no step before it can be shown"
+        )
+        return f"the log is damaged{at} ({where}); {shown}; `immortals log verify` tells more"
+
+    def note_damage(self, exc: CorruptLogError) -> None:
+        """End the history before the damaged frame ``exc`` names (reading met it)."""
+        if exc.first_lsn is None:
+            return
+        end = exc.first_lsn - 1
+        if self._end is not None and self._end <= end:
+            return  # already known, or damage further back already ends the history
+        self._end = end
+        self._found_damage = self._damage_text(
+            Path(exc.file).name, exc.offset, exc.reason, exc.first_lsn
+        )
+        if self.on_damage is not None:
+            self.on_damage(self._found_damage)
+
+    @contextmanager
+    def _noting_damage(self) -> Iterator[None]:
+        """Note damage met inside the block (see :meth:`note_damage`) and raise it on."""
+        try:
+            yield
+        except CorruptLogError as exc:
+            self.note_damage(exc)
+            raise
 
     def is_live(self) -> bool:
         return writer_is_live(self.log_dir)
@@ -225,7 +275,12 @@ class History:
                 return
             start = self.first_lsn + number * BLOCK
             end = min(self.last_lsn, start + BLOCK - 1)
-            rows = [summarize(r.lsn, r.wall_ns, r.value) for r in self.reader.records(start, end)]
+            rows: list[Row] = []
+            try:
+                for r in self.reader.records(start, end):
+                    rows.append(summarize(r.lsn, r.wall_ns, r.value))
+            except CorruptLogError as exc:
+                self.note_damage(exc)  # the rows before the damage stay
             self._rows[number] = rows
             while len(self._rows) > MAX_BLOCKS:
                 self._rows.popitem(last=False)
@@ -269,7 +324,7 @@ class History:
     def inspect(self, lsn: int, *, mark: int | None = None) -> StepView:
         """Re-execute step ``lsn``: its effects, state, diff, and the lines its handler ran."""
         replayer = self._require_replayer()
-        with self.replay_lock:
+        with self.replay_lock, self._noting_damage():
             if self.indexing:
                 replayer.cache.rescan()  # use what the background indexer has spilled so far
             trace = replayer.trace(lsn)
@@ -299,7 +354,7 @@ class History:
 
     def state_at(self, lsn: int) -> Any:
         replayer = self._require_replayer()
-        with self.replay_lock:
+        with self.replay_lock, self._noting_damage():
             return replayer.state_at(lsn)
 
     def find(
@@ -325,20 +380,20 @@ class History:
             scope = {"state": state, "input": inp, "effects": effects}
             return any(_holds(code, scope) for code in conditions)
 
-        with self.replay_lock:
+        with self.replay_lock, self._noting_damage():
             return replayer.find(hit, start=start, direction=direction)
 
     def where_changed(self, watch: Watch, *, start: int) -> int | None:
         """The last step at or before ``start`` at which the watched value changed."""
         replayer = self._require_replayer()
-        with self.replay_lock:
+        with self.replay_lock, self._noting_damage():
             return replayer.find_change(watch.value, start=start + 1, direction="backward")
 
     def watch_values(self, first: int, last: int, watches: list[Watch]) -> dict[int, list[str]]:
         """Each watch's value after every step in ``first..last`` (re-executes that range)."""
         replayer = self._require_replayer()
         values: dict[int, list[str]] = {}
-        with self.replay_lock:
+        with self.replay_lock, self._noting_damage():
             for step in replayer.steps(first, last, diff=False):
                 state = replayer.current_state()
                 values[step.lsn] = [_short(snapshot_value(w.value(state)), 14) for w in watches]
@@ -350,12 +405,15 @@ class History:
         After it, any step's state is one short replay away. It runs on its own replayer so the
         user can keep moving meanwhile; the interactive replayer picks the snapshots up.
         """
-        if self.replayer is None:
+        if self.replayer is None or not self.count:
             return
         self.indexing = True
         try:
-            with Replayer(self.log_dir, app=self.replayer.app.spec, spill=True) as indexer:
-                indexer.verify(progress=progress)
+            with (
+                self._noting_damage(),
+                Replayer(self.log_dir, app=self.replayer.app.spec, spill=True) as indexer,
+            ):
+                indexer.verify(to_lsn=self.last_lsn, progress=progress)
         finally:
             self.indexing = False
         with self.replay_lock:

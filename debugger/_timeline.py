@@ -32,6 +32,15 @@ _CHECKPOINT = Style(color="#98c379", bold=True)
 _UPGRADE = Style(color="#c678dd", bold=True)
 
 
+HIT_MARK, CHECKPOINT_MARK, UPGRADE_MARK = "●", "C", "U"
+MARKS: list[tuple[str, str]] = [
+    (HIT_MARK, "a breakpoint hit (c / C stopped here)"),
+    (CHECKPOINT_MARK, "a checkpoint: the state after this step is on disk"),
+    (UPGRADE_MARK, "a code upgrade: a new code version ran from this step on"),
+]
+"""The markers of the timeline's second column, for the help screen."""
+
+
 def clock(wall_ns: int) -> str:
     """Wall time of a step as ``HH:MM:SS.mmm`` (UTC): the date is in the status line."""
     if not wall_ns:
@@ -73,6 +82,9 @@ class Timeline(ScrollView, can_focus=True):
             self.lsn = lsn
             super().__init__()
 
+    class RowsLoaded(Message):
+        """A block of rows arrived from the log (the status line may now know the time)."""
+
     def __init__(self, history: History, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.history = history
@@ -105,7 +117,7 @@ class Timeline(ScrollView, can_focus=True):
             return Strip.blank(width)
         row = self.history.cached_row(lsn)
         if row is None:
-            self._request(lsn)
+            self.request_row(lsn)
             return Strip([Segment(f"{lsn:>9}  …".ljust(width), _DIM)], width)
         return self._row(row, width)
 
@@ -117,11 +129,11 @@ class Timeline(ScrollView, can_focus=True):
     def _row(self, row: Row, width: int) -> Strip:
         marker, marker_style = "  ", _DIM
         if row.lsn in self.history.upgrades:
-            marker, marker_style = "U ", _UPGRADE
+            marker, marker_style = f"{UPGRADE_MARK} ", _UPGRADE
         elif row.lsn in self.history.checkpoints:
-            marker, marker_style = "C ", _CHECKPOINT
+            marker, marker_style = f"{CHECKPOINT_MARK} ", _CHECKPOINT
         if row.lsn in self.hits:
-            marker, marker_style = "● ", _HIT
+            marker, marker_style = f"{HIT_MARK} ", _HIT
         values = self.watch_values.get(row.lsn)
         watches = "".join(
             f" {(values[i] if values and i < len(values) else '…'):<14}"
@@ -149,7 +161,8 @@ class Timeline(ScrollView, can_focus=True):
         self.history.load_rows(lsn)
         self.app.call_from_thread(self._loaded, lsn)
 
-    def _request(self, lsn: int) -> None:
+    def request_row(self, lsn: int) -> None:
+        """Have the block holding ``lsn`` read in the background, unless it is on its way."""
         block = (lsn - self.history.first_lsn) // 256
         if block not in self._loading:
             self._loading.add(block)
@@ -158,6 +171,7 @@ class Timeline(ScrollView, can_focus=True):
     def _loaded(self, lsn: int) -> None:
         self._loading.discard((lsn - self.history.first_lsn) // 256)
         self.refresh()
+        self.post_message(self.RowsLoaded())
 
     # -- moving ------------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ The ``immortals`` command finds this module through the ``immortals.commands`` e
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -27,7 +29,37 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def debug_command(args: argparse.Namespace) -> int:
+    """Open the debugger, or fail in one line before the screen is taken over.
+
+    A log that cannot be opened used to be a full-screen message waiting for ``q``, which hangs
+    a script that runs ``immortals debug`` (and says nothing to a pipe): it is an error line
+    with a hint and exit status 2 instead, like every other command's.
+    """
+    from logformat import NotALogError
+    from replayer._replayer import open_log_dir
+    from runtime._errors import ImmortalsError
+
     from ._app import DebuggerApp  # Textual loads only for this command
 
-    DebuggerApp(args.path, app=args.app, home=args.home, index=not args.no_index).run()
-    return 0
+    try:
+        log_dir = open_log_dir(args.path, args.home)
+    except NotALogError as exc:
+        raise NotALogError(f"{exc} ({instances_hint(args.home)})") from None
+    app = DebuggerApp(log_dir, app=args.app, home=args.home, index=not args.no_index)
+    if app.open_error is not None:
+        raise ImmortalsError(f"cannot open {log_dir}: {app.open_error}")
+    app.run()
+    return app.return_code or 0  # non-zero when the app ended on an unexpected error
+
+
+def instances_hint(home: str | os.PathLike[str]) -> str:
+    """The names that would work, for a name or path that did not."""
+    logs = Path(home) / "logs"
+    try:
+        names = sorted(p.name for p in logs.iterdir() if (p / "meta.json").is_file())
+    except OSError:
+        names = []
+    if names:
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        return f"hint: instances under {home}: {shown}; a path to a log directory works too"
+    return f"hint: no instance has a log under {home}; pass --home DIR or a log directory"
