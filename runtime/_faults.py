@@ -9,6 +9,8 @@ itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
 ``after-receive``   a message from a peer arrived and was decoded; it is not executed or logged
 ``mid-frame``       half of a batch's frame bytes are written to the log, the rest are not
 ``mid-checkpoint``  half of a checkpoint file is written (under its temporary name)
+``before-effect``   a side effect's asking step is durable; its function has not been called
+``after-effect``    a side effect's function returned; its outcome is not executed or logged
 
 SIGKILL, not an exception: nothing may run after the fault (no ``finally``, no flush), exactly as
 when a machine loses power or the kernel's OOM killer strikes.
@@ -27,6 +29,8 @@ POINTS: Final = (
     "after-receive",
     "mid-frame",
     "mid-checkpoint",
+    "before-effect",
+    "after-effect",
 )
 
 

@@ -424,6 +424,7 @@ class Node:
             self._effect_pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=EFFECT_WORKERS, thread_name_prefix="effect"
             )
+        faults.hit("before-effect")
         done = asyncio.get_running_loop().run_in_executor(self._effect_pool, run_effect, request)
         done.add_done_callback(functools.partial(self._effect_finished, request.eid))
 
@@ -431,6 +432,7 @@ class Node:
         if done.cancelled() or self.stopping:
             return  # a restart runs it again: its outcome never reached the log
         ok, value = done.result()
+        faults.hit("after-effect")
         self.coordinator.advance(time.time())
         self.coordinator.effect_done(eid, ok, value)
         self._do()
