@@ -53,7 +53,7 @@ class Client:
                 continue
             if ok:
                 return value
-            raise RemoteError(str(value[0]), str(value[1]))
+            raise RemoteError(*_failure(value))
         raise CallTimeoutError(
             key,
             f"calling {name}.{method} got no answer within {self.timeout:g} s ({last_problem}). "
@@ -133,6 +133,12 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _failure(value: Any) -> tuple[str, str, int | None]:
+    """A failed outcome's ``[type name, message, lsn]`` (no LSN from older instances)."""
+    lsn = value[2] if len(value) > 2 and type(value[2]) is int else None
+    return str(value[0]), str(value[1]), lsn
 
 
 class _Retry(Exception):
