@@ -16,7 +16,7 @@ from typing import Any
 from ._errors import CallTimeoutError, IdempotencyKeyError, RemoteError
 from ._home import Home
 from ._protocol import Closed, Connection, Opened, Received
-from ._schema import MAIN_KEY, MAX_KEY_LENGTH, call, read_result
+from ._schema import MAIN_KEY, MAX_KEY_LENGTH, call, read_failure, read_result
 
 
 class Client:
@@ -53,7 +53,7 @@ class Client:
                 continue
             if ok:
                 return value
-            raise RemoteError(*_failure(value))
+            raise RemoteError(*read_failure(value))
         raise CallTimeoutError(
             key,
             f"calling {name}.{method} got no answer within {self.timeout:g} s ({last_problem}). "
@@ -133,12 +133,6 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _failure(value: Any) -> tuple[str, str, int | None]:
-    """A failed outcome's ``[type name, message, lsn]`` (no LSN from older instances)."""
-    lsn = value[2] if len(value) > 2 and type(value[2]) is int else None
-    return str(value[0]), str(value[1]), lsn
 
 
 class _Retry(Exception):

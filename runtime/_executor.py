@@ -71,7 +71,7 @@ from ._errors import (
     SandboxError,
     UnknownMethodError,
 )
-from ._schema import MAX_VALUE_BYTES, call_message, reply_message
+from ._schema import MAX_VALUE_BYTES, call_message, failure, read_failure, reply_message
 
 _SCALARS = frozenset((int, float, bool, type(None)))
 
@@ -656,13 +656,13 @@ class Executor:
         caller, key, wants_reply = origin
         if not wants_reply:
             if not ok:  # a post or a timer callback: nobody receives it, so the log says it
-                ctx.failures.append([type(value).__name__, str(value), ctx.lsn])
+                ctx.failures.append(failure(type(value).__name__, str(value), ctx.lsn))
             return
         why = unstorable(value) if ok else None
         if why is not None:
             ok, value = False, ValueCodecError(f"the handler returned {why}")
         if not ok:
-            value = [type(value).__name__, str(value), ctx.lsn]
+            value = failure(type(value).__name__, str(value), ctx.lsn)
         if caller is None:
             ctx.replies.append([key, ok, value])
         else:
@@ -673,8 +673,7 @@ def _leaf_outcome(key: tuple[Any, ...], ok: bool, value: Any) -> _Outcome:
     """A leaf's logged outcome as what the handler sees: a value, or an exception to raise."""
     if ok:
         return value, None
-    type_name, message = str(value[0]), str(value[1])
-    lsn = value[2] if len(value) > 2 and type(value[2]) is int else None
+    type_name, message, lsn = read_failure(value)
     if key[0] == "x":
         return None, EffectError(type_name, message)
     return None, RemoteError(type_name, message, lsn)

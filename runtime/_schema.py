@@ -113,6 +113,19 @@ StepRecord = TypedDict(
 )
 """One step as the log stores it. Only ``in`` is always present."""
 
+
+def failure(type_name: str, message: str, lsn: int) -> list[Any]:
+    """A failed outcome as steps record it: what was raised, and the step that raised it."""
+    return [type_name, message, lsn]
+
+
+def read_failure(value: Any) -> tuple[str, str, int | None]:
+    """``(type name, message, LSN)`` of a failed outcome; the LSN is None where the log or the
+    peer predates it (``[type name, message]``)."""
+    lsn = value[2] if len(value) > 2 and type(value[2]) is int else None
+    return str(value[0]), str(value[1]), lsn
+
+
 MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
 """The most a value a step produces (call arguments, a result, an emit) may take packed: a
 quarter of the wire's message limit, so every logged message can be sent, batches included."""
