@@ -52,8 +52,15 @@ class EffectsView(Static):
                 table.add_row("exception", Text(f"{_exception(value)} → {to}", style="red"))
         for value in fx["emits"]:
             table.add_row("emit", _brief(value))
-        for tid, due in fx["timers"]:
-            table.add_row("timer", f"#{tid} due at {local_time(due)}")
+        for timer in fx["timers"]:
+            calls = f", calls {timer[2]}({_args(timer[3])})" if len(timer) > 2 else ""
+            table.add_row("timer", f"#{timer[0]} due at {local_time(timer[1])}{calls}")
+        for tid in fx["cancelled"]:
+            table.add_row("cancel", f"timer #{tid}")
+        for _eid, key, name in fx["side_effects"]:
+            table.add_row("side effect", f"{name}() with key {key!r}")
+        for type_name, message, *_ in fx["failures"]:
+            table.add_row("unhandled", Text(f"{type_name}: {message}", style="red"))
         if not any(fx.values()):
             table.add_row("", Text("no effects", style="italic"))
         self.update(table)
@@ -101,7 +108,7 @@ def _args(args: Any) -> str:
 
 
 def _exception(value: Any) -> str:
-    if isinstance(value, list) and len(value) == 2:
+    if isinstance(value, list) and len(value) in (2, 3):  # [type, message(, lsn)]
         return f"{value[0]}: {value[1]}"
     return _brief(value)
 

@@ -111,11 +111,14 @@ def summarize(lsn: int, wall_ns: int, record: dict[str, Any]) -> Row:
         summary = f"reply #{inp.get('re')}: {outcome}"
     elif kind == "timer":
         summary = f"timer #{inp.get('tid')}"
+    elif kind == "effect":
+        outcome = _short(inp["ok"], 24) if "ok" in inp else "error " + _short(inp.get("err"), 24)
+        summary = f"side effect #{inp.get('eid')}: {outcome}"
     elif kind == "start":
         summary = "start"
     else:
         summary = _short(inp, 40)
-    effects = sum(len(record.get(key, ())) for key in ("out", "emit", "rep", "tim"))
+    effects = sum(len(record.get(key, ())) for key in ("out", "emit", "rep", "tim", "fx"))
     return Row(lsn, wall_ns, kind, sender, summary, effects, method)
 
 

@@ -48,8 +48,10 @@ class Step:
 
     ``effects`` holds what the step produced, by kind: ``calls`` (``[target, seq, method,
     args, wants_reply]``), ``replies`` (``[to, seq, re, ok, value]`` for replies to instances,
-    ``[key, ok, value]`` for outside callers and ``main``), ``emits`` and ``timers``
-    (``[timer id, due time]``). ``nondeterminism`` is the list of ``[kind, value]`` the step's
+    ``[key, ok, value]`` for outside callers and ``main``), ``emits``, ``timers``
+    (``[timer id, due time]``, plus ``method, args`` for a timer callback), ``cancelled``
+    (timer ids), ``side_effects`` (``[effect id, key, function name]``) and ``failures``
+    (``[type, message, lsn]`` of a post or timer callback that raised). ``nondeterminism`` is the list of ``[kind, value]`` the step's
     handlers asked for (clock readings, random seeds, uuids), in order.
     """
 
@@ -124,6 +126,9 @@ def effects_of(record: dict[str, Any]) -> dict[str, list[Any]]:
         "replies": replies,
         "emits": list(record.get("emit", ())),
         "timers": list(record.get("tim", ())),
+        "cancelled": list(record.get("tcx", ())),
+        "side_effects": list(record.get("fx", ())),
+        "failures": list(record.get("fail", ())),
     }
 
 

@@ -111,7 +111,13 @@ def step_line(step: Step) -> str:
     parts += [f"-> call {c[0]}.{c[2]}({_args(c[3])})" for c in fx["calls"]]
     parts += [_reply_text(r) for r in fx["replies"]]
     parts += [f"-> emit {_short(e)}" for e in fx["emits"]]
-    parts += [f"-> timer #{t[0]}" for t in fx["timers"]]
+    parts += [
+        f"-> timer #{t[0]}" + (f" calls {t[2]}({_args(t[3])})" if len(t) > 2 else "")
+        for t in fx["timers"]
+    ]
+    parts += [f"-> cancel timer #{tid}" for tid in fx["cancelled"]]
+    parts += [f"-> side effect {name}() key {key}" for _eid, key, name in fx["side_effects"]]
+    parts += [f"-> unhandled {f[0]}: {_short(f[1])}" for f in fx["failures"]]
     line = "  ".join(parts)
     if step.state_diff:
         line += "  | " + "; ".join(change_text(c) for c in step.state_diff)
@@ -138,6 +144,9 @@ def describe_input(inp: dict[str, Any]) -> str:
         return f"reply to #{inp.get('re')} {origin}: {outcome}"
     if kind == "timer":
         return f"timer #{inp.get('tid')} fired"
+    if kind == "effect":
+        outcome = _short(inp["ok"]) if "ok" in inp else "error " + _short(inp.get("err"))
+        return f"side effect #{inp.get('eid')} returned: {outcome}"
     return _short(inp)
 
 

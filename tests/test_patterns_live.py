@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from runtime import RemoteError, connect
 from tests._instances import Cluster, run_cli
 
@@ -80,11 +82,45 @@ def test_a_remote_error_names_the_callees_step(tmp_path: Path) -> None:
             type_name, message, lsn = client.call("a", "ask_other", "b")
             assert (type_name, message) == ("KeyError", "'no such account'")
             assert lsn == 2  # b's step 1 is its start, step 2 the failing call
-            try:
+            with pytest.raises(RemoteError) as raised:  # an outside caller gets the step too
                 client.call("b", "fail")
-            except RemoteError as exc:  # an outside caller gets the step too
-                assert (exc.type_name, exc.lsn) == ("KeyError", 3)
-            else:
-                raise AssertionError("b.fail() did not raise")
+            assert (raised.value.type_name, raised.value.lsn) == ("KeyError", 3)
     finally:
         cluster.stop_all()
+
+
+def test_the_replayer_and_the_debugger_show_the_new_kinds_of_steps(tmp_path: Path) -> None:
+    """Timer callbacks, posts to itself and side effects, in `immortals replay` and the
+    debugger's effects pane (a callback timer has four fields where a sleep has two)."""
+    import asyncio
+
+    from debugger import DebuggerApp
+    from debugger._effects import EffectsView
+    from tests.test_debugger import SIZE, keys, settle
+    from tests.test_debugger_newcomer import text_of
+
+    home = tmp_path / "home"
+    cluster = Cluster(home)
+    try:
+        cluster.start(f"{APPS}:Looper", "looper")
+        with connect(home, timeout=20) as client:
+            _until(lambda: client.call("looper", "progress") == [20, 5], "all steps and ticks")
+    finally:
+        cluster.stop_all()
+    replay = run_cli("replay", "looper", home=home)
+    assert replay.returncode == 0, replay.stderr
+    assert "-> timer #1 calls tick()" in replay.stdout
+    assert "-> call looper.step(1)" in replay.stdout
+
+    async def walk() -> list[str]:
+        app = DebuggerApp(home / "logs" / "looper")
+        shown: list[str] = []
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            for _ in range(8):
+                shown.append(text_of(app.query_one(EffectsView)))
+                await keys(pilot, "j")
+        return shown
+
+    panes = "\n".join(asyncio.run(walk()))
+    assert "calls tick()" in panes
