@@ -27,8 +27,8 @@ The rules, each in one place below:
   but only once the step that produced it is durable; concurrent retries wait for the one run.
 * **Checkpoints** (``_kick``, ``_holding``): due after ``checkpoint_bytes`` of log or
   ``checkpoint_seconds``; taken only when no handler is suspended. While one is due and handlers
-  are suspended, new calls are *held* (not executed) so the suspended ones can finish; replies
-  and timers still run. If quiescence does not come within ``quiescence_timeout`` of the
+  are suspended, new work (calls, timer callbacks) is *held* (not executed) so the suspended
+  ones can finish; replies, sleeps' timers and side effects' outcomes still run. If quiescence does not come within ``quiescence_timeout`` of the
   checkpoint falling due, the hold is lifted (by a timer, even if nothing else happens) and a
   warning says why. Once quiescent, the checkpoint is taken before any held call runs.
 * **Identity** (``refusal``): a peer must be registered at the epoch it claims.
@@ -417,9 +417,8 @@ class Coordinator:
 
     def _submit(self, inp: dict[str, Any]) -> None:
         """Execute one input now, or hold it while waiting for quiescence for a checkpoint."""
-        if (self._held or (self._due_since is not None and self._holding())) and inp["k"] in (
-            "call",
-            "start",
+        if (self._held or (self._due_since is not None and self._holding())) and self._new_work(
+            inp
         ):
             if not self._held and self._due_since is not None:
                 due = self._due_since + self.config.quiescence_timeout
@@ -431,6 +430,15 @@ class Coordinator:
             return
         self._execute(inp)
         self._kick()
+
+    def _new_work(self, inp: dict[str, Any]) -> bool:
+        """Whether an input starts a handler (a call, the start, a timer callback) rather than
+        resuming one (a reply, a sleep's timer, a side effect's outcome): only new work is held
+        for a checkpoint, since what resumes is what lets the instance become quiescent."""
+        kind = inp["k"]
+        return kind in ("call", "start") or (
+            kind == "timer" and inp["tid"] in self.executor.callbacks
+        )
 
     def _execute(self, inp: dict[str, Any]) -> None:
         lsn = self.next_lsn

@@ -369,3 +369,34 @@ def test_a_link_opening_resends_only_what_is_durable() -> None:
     assert [[m[1] for m in s.messages] for s in sends] == [[1]]  # not reply 2: not durable
     c.append_done(10)
     assert [[m[1] for m in s.messages] for s in _of(c.take(), Send)] == [[2]]
+
+
+class Scheduler(Immortal):
+    """main() waits for a reply; a timer callback is pending meanwhile."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def main(self) -> None:
+        self.call_later(1.0, self.tick)
+        await self.ref("elsewhere").ping()
+
+    @rpc
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+def test_a_timer_callback_is_new_work_held_for_a_checkpoint_like_a_call() -> None:
+    c = _coordinator(Scheduler, checkpoint_seconds=0.5, quiescence_timeout=5.0)
+    _durable(c)  # main() is suspended; the callback is due at 101
+    c.advance(100.6)
+    c.timer_fired("checkpoint")  # a checkpoint is due, and main() is suspended
+    c.advance(101.0)
+    c.timer_fired(("app", 1))
+    assert c.executor.app.ticks == 0  # type: ignore[union-attr]  # held, not run
+    c.receive_messages("elsewhere", [["me", 1, "r", 1, True, "pong"]])  # main() ends
+    appends = _of(c.take(), Append)
+    assert len(appends) == 1 and appends[0].checkpoint is not None
+    c.append_done(10)
+    _durable(c)
+    assert c.executor.app.ticks == 1  # type: ignore[union-attr]  # ran after the checkpoint
