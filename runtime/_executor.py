@@ -401,7 +401,7 @@ class Executor:
         app = self.app
         if app is not None:
             app.__dict__["_imm_ctx"] = ctx
-        previous = sandbox.enter(None if recorded is not None else f"{self.name} LSN {lsn}")
+        previous = sandbox.enter(None if recorded is not None else (self.name, lsn))
         try:
             self._dispatch(ctx, inp)
         finally:

@@ -71,8 +71,9 @@ _ADVICE = {
         "self.sleep(), self.run() (asyncio's scheduling is not in the log, so it would not replay)"
     ),
 }
-# What print() inside a handler is tagged with, per guarded thread (None: replay, keep quiet).
-_print_tags: dict[int, str | None] = {}
+# What print() inside a handler is tagged with, per guarded thread (None: replay, keep quiet):
+# (instance, LSN), formatted only when something is printed (it is set on every step).
+_print_tags: dict[int, tuple[str, int] | None] = {}
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -131,7 +132,8 @@ def _handler_print(*args: Any, **kwargs: Any) -> None:
     text = io.StringIO()
     _original_print(*args, **{**kwargs, "file": text, "flush": False})
     lines = text.getvalue().splitlines()
-    sys.stderr.write("".join(f"[{tag}] {line}\n" for line in lines))
+    prefix = f"[{tag[0]} LSN {tag[1]}]"
+    sys.stderr.write("".join(f"{prefix} {line}\n" for line in lines))
     sys.stderr.flush()
 
 
@@ -153,9 +155,9 @@ def install() -> None:
         _installed = True
 
 
-def enter(print_tag: str | None = None) -> int | None:
-    """Start refusing I/O on this thread; returns the token ``leave`` needs. ``print_tag``
-    prefixes what the handler prints (to stderr); None keeps it quiet (replay).
+def enter(print_tag: tuple[str, int] | None = None) -> int | None:
+    """Start refusing I/O on this thread; returns the token ``leave`` needs. ``print_tag``,
+    (instance, LSN), prefixes what the handler prints (to stderr); None keeps it quiet (replay).
 
     The token is this thread's ident if this call guarded it, or None if it was already guarded
     (a nested enter), in which case the matching ``leave`` keeps it guarded. Other threads are
