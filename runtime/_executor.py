@@ -31,7 +31,7 @@ before the LSN was added hold [type name, message]). Keys with nothing to say ar
 a plain call that returns costs few bytes. ``_schema`` holds these shapes as types, with the
 one reader of each.
 
-What a suspended handler waits on is a tree (``_Wait``): leaves keyed ``("r", target, seq)``
+What a suspended handler waits on is a tree (``_Node``): leaves keyed ``("r", target, seq)``
 (a reply), ``("t", tid)`` (a timer) or ``("x", eid)`` (a side effect), under combinators. A
 logged outcome settles its leaf; when the root settles, the handler resumes and the leaves it
 no longer needs are *abandoned*: a timer among them is cancelled, and a reply or side effect
@@ -141,14 +141,12 @@ class StepContext:
     __slots__ = (
         "_recorded",
         "active",
-        "cancels",
-        "effects",
         "emits",
         "executor",
-        "failures",
         "lsn",
         "nd",
         "out",
+        "rare",
         "replies",
         "timers",
     )
@@ -162,10 +160,18 @@ class StepContext:
         self.emits: list[Any] = []
         self.replies: list[Any] = []
         self.timers: list[Any] = []
-        self.cancels: list[int] = []
-        self.effects: list[Any] = []
-        self.failures: list[Any] = []
+        self.rare: dict[str, list[Any]] | None = None  # "tcx", "fx", "fail": made when needed
         self._recorded = recorded_nd
+
+    def rare_list(self, key: str) -> list[Any]:
+        """The list of a record key that few steps have (created on first use)."""
+        rare = self.rare
+        if rare is None:
+            rare = self.rare = {}
+        found = rare.get(key)
+        if found is None:
+            found = rare[key] = []
+        return found
 
     @property
     def replaying(self) -> bool:
@@ -248,7 +254,7 @@ class StepContext:
         if ex.callbacks.pop(tid, None) is None:
             return False
         ex.timers.pop(tid, None)
-        self.cancels.append(tid)
+        self.rare_list("tcx").append(tid)
         return True
 
     def request_effect(self, effect: SideEffect) -> tuple[str, int]:
@@ -256,9 +262,10 @@ class StepContext:
         ex = self.executor
         ex.next_eid += 1
         eid = ex.next_eid
-        key = f"{ex.name}/{self.lsn}/{len(self.effects)}"
+        requested = self.rare_list("fx")
+        key = f"{ex.name}/{self.lsn}/{len(requested)}"
         name = getattr(effect.fn, "__qualname__", None) or type(effect.fn).__name__
-        self.effects.append([eid, key, name])
+        requested.append([eid, key, name])
         ex.effects[eid] = EffectRequest(
             eid, key, effect.fn, effect.args, effect.retries, effect.backoff, effect.timeout
         )
@@ -286,17 +293,6 @@ class _Node:
         return [leaf for child in self.children for leaf in child.leaves()]
 
 
-class _Wait:
-    """A suspended handler: its coroutine, who gets its outcome, and the tree it waits on."""
-
-    __slots__ = ("coro", "origin", "root")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], origin: Origin, root: _Node) -> None:
-        self.coro = coro
-        self.origin = origin
-        self.root = root
-
-
 _Outcome = tuple[Any, BaseException | None]  # (value to send, or exception to throw)
 
 
@@ -322,7 +318,11 @@ class Executor:
         self.callbacks: dict[int, list[Any]] = {}  # callback timers: tid -> [method, args]
         self.next_eid = 0
         self.effects: dict[int, EffectRequest] = {}  # requested, outcome not yet logged
-        self.suspended: dict[tuple[Any, ...], tuple[_Wait, _Node]] = {}  # leaf key -> waiter
+        # Leaf key -> (coroutine, origin, leaf node); the node is None for a plain await of one
+        # reply or timer (the common case, kept free of tree building).
+        self.suspended: dict[
+            tuple[Any, ...], tuple[Coroutine[Any, Any, Any], Origin, _Node | None]
+        ] = {}
         # Outcomes that arrived before anyone awaited them: key -> (ok, value or [type, msg]).
         self.early: dict[tuple[Any, ...], tuple[bool, Any]] = {}
         self.abandoned: set[tuple[Any, ...]] = set()  # outcomes to drop when they arrive
@@ -408,18 +408,18 @@ class Executor:
             sandbox.leave(previous)
             ctx.active = False
         record: dict[str, Any] = {"in": inp}
-        for key, value in (
-            ("nd", ctx.nd),
-            ("out", ctx.out),
-            ("emit", ctx.emits),
-            ("rep", ctx.replies),
-            ("tim", ctx.timers),
-            ("tcx", ctx.cancels),
-            ("fx", ctx.effects),
-            ("fail", ctx.failures),
-        ):
-            if value:
-                record[key] = value
+        if ctx.nd:
+            record["nd"] = ctx.nd
+        if ctx.out:
+            record["out"] = ctx.out
+        if ctx.emits:
+            record["emit"] = ctx.emits
+        if ctx.replies:
+            record["rep"] = ctx.replies
+        if ctx.timers:
+            record["tim"] = ctx.timers
+        if ctx.rare is not None:  # cancelled timers, side effects, unreceived failures
+            record.update(ctx.rare)
         if recorded is not None:
             compare_effects(recorded, record, lsn=lsn, instance=self.name)
         return record
@@ -512,28 +512,43 @@ class Executor:
                 return
             self.early[key] = (ok, value)  # e.g. the 2nd of two calls, while the 1st is awaited
             return
-        wait, leaf = waiting
-        settled = self._settle(leaf, *_leaf_outcome(key, ok, value))
+        coro, origin, leaf = waiting
+        if leaf is None:
+            settled: _Outcome | None = _leaf_outcome(key, ok, value)
+        else:
+            settled = self._settle(leaf, *_leaf_outcome(key, ok, value))
+            if settled is not None:
+                self._abandon(leaf)
         if settled is not None:
-            self._abandon(wait.root)
-            self._drive(ctx, wait.coro, wait.origin, value=settled[0], throw=settled[1])
+            self._drive(ctx, coro, origin, value=settled[0], throw=settled[1])
 
     def _wait_on(
         self, ctx: StepContext, coro: Coroutine[Any, Any, Any], origin: Origin, awaited: Any
     ) -> _Outcome | None:
         """Suspend ``coro`` on what it awaits; or the outcome to continue with at once (it had
         arrived already, or the awaitable cannot be waited on)."""
+        kind = type(awaited)
+        if kind is PendingReply or kind is TimerWait:  # one leaf: no tree
+            key = awaited.key
+            arrived = self.early.pop(key, None)
+            if arrived is not None:
+                return _leaf_outcome(key, *arrived)
+            if key in self.suspended or (kind is TimerWait and key[1] not in self.timers):
+                return None, RuntimeError(self._unwaitable(awaited, set()))
+            if self.abandoned:
+                self.abandoned.discard(key)  # awaited again after a timeout: wanted after all
+            self.suspended[key] = (coro, origin, None)
+            return None
         problem = self._unwaitable(awaited, set())
         if problem is not None:
             return None, RuntimeError(problem)
         root = self._tree(ctx, awaited, None, 0)
-        wait = _Wait(coro, origin, root)
         for leaf in root.leaves():
             key = leaf.key
-            self.abandoned.discard(key)  # awaited again after a timeout: wanted after all
+            self.abandoned.discard(key)
             arrived = self.early.pop(key, None)
             if arrived is None:
-                self.suspended[key] = (wait, leaf)
+                self.suspended[key] = (coro, origin, leaf)
                 continue
             settled = self._settle(leaf, *_leaf_outcome(key, *arrived))
             if settled is not None:
@@ -606,12 +621,12 @@ class Executor:
                 value, throw = None, TimeoutError(f"no outcome within {parent.results[0]:g} s")
             node = parent
 
-    def _abandon(self, root: _Node) -> None:
+    def _abandon(self, node: _Node) -> None:
         """The handler resumes: forget what else its tree waited on (cancel timers; drop the
-        outcomes of replies and side effects if they come later)."""
-        if root.kind == "leaf":
-            return  # a single awaitable: settled, nothing else to forget
-        for leaf in root.leaves():
+        outcomes of replies and side effects if they come later). ``node`` is any node of it."""
+        while node.parent is not None:
+            node = node.parent
+        for leaf in node.leaves():
             if leaf.done:
                 continue
             key = leaf.key
@@ -656,7 +671,7 @@ class Executor:
         caller, key, wants_reply = origin
         if not wants_reply:
             if not ok:  # a post or a timer callback: nobody receives it, so the log says it
-                ctx.failures.append(failure(type(value).__name__, str(value), ctx.lsn))
+                ctx.rare_list("fail").append(failure(type(value).__name__, str(value), ctx.lsn))
             return
         why = unstorable(value) if ok else None
         if why is not None:

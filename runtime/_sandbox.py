@@ -179,8 +179,7 @@ def enter(print_tag: tuple[str, int] | None = None) -> int | None:
 def leave(token: int | None) -> None:
     """Undo the matching ``enter``: unguard this thread if that ``enter`` guarded it."""
     if token is not None:
-        _discard(token)
-        _print_tags.pop(token, None)
+        _discard(token)  # its print tag stays: unread until the thread is guarded (and set) again
 
 
 @contextmanager
