@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._api import Immortal
-from ._errors import AppLoadError
+from ._errors import AppInitError, AppLoadError
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,31 @@ def load_app(spec: str) -> LoadedApp:
         raise AppLoadError(f"{target} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Immortal)):
         raise AppLoadError(f"{spec} is not a subclass of runtime.Immortal")
+    _check_init(cls)
     return LoadedApp(spec, cls, code_version_of(cls))
+
+
+def _check_init(cls: type[Immortal]) -> None:
+    """Refuse, before anything starts, an ``__init__`` that needs arguments.
+
+    The runtime creates an instance with no arguments (an instance's state comes from its
+    log, not from a constructor's caller), so such a class could never start: better said at
+    load time, in one line, than as a TypeError out of the first start.
+    """
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return  # a C-level __init__ (object's): it takes no arguments
+    needed = [
+        p.name
+        for p in list(signature.parameters.values())[1:]  # past self
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if needed:
+        raise AppInitError(
+            f"{cls.__name__}.__init__ needs {', '.join(needed)}, but an immortal is created "
+            "with no arguments: give them defaults, or set them later (in main() or a handler)"
+        )
 
 
 def _import_file(path_text: str) -> object:

@@ -140,3 +140,12 @@ def working(message: str) -> Iterator[None]:
 
     with Console(stderr=True).status(message):
         yield
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under headers in aligned columns, as plain text (scripts should read ``--json``)."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )

@@ -28,7 +28,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from logformat import NotALogError, acquire_env, read_meta, release_env
+from logformat import NotALogError, acquire_env, read_meta, release_env, writer_is_live
 
 from ._errors import InstanceError, InstanceNameError, RegistryError, SecretError
 from ._schema import NAME_RULE, is_valid_name
@@ -103,6 +103,10 @@ class Home:
             with suppress(FileExistsError):  # another process won the race: use theirs
                 os.link(tmp, path)
         except OSError as exc:
+            if exc.errno in _NOT_WRITABLE:
+                raise SecretError(
+                    not_writable(self.path, path, f"the cluster secret: {exc.strerror}")
+                ) from None
             raise SecretError(
                 f"cannot create the cluster secret {path} ({exc.strerror or exc}): free space "
                 f"on its disk or let this user write {self.path}, then retry"
@@ -158,9 +162,13 @@ class Home:
             raise RegistryError(_no_space(where, str(exc))) from None
         except lmdb.DiskError as exc:
             raise RegistryError(_no_space(where, _one_line(exc))) from None
+        except (lmdb.ReadonlyError, PermissionError) as exc:
+            raise RegistryError(not_writable(self.path, where, _one_line(exc))) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise RegistryError(_no_space(where, _one_line(exc))) from None
+            if exc.errno in _NOT_WRITABLE:
+                raise RegistryError(not_writable(self.path, where, _one_line(exc))) from None
             raise RegistryError(_unusable(where, _one_line(exc))) from None
         except lmdb.Error as exc:
             raise RegistryError(_unusable(where, _one_line(exc))) from None
@@ -209,6 +217,31 @@ class Home:
             with env.begin(db=self._records) as txn:
                 return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
 
+    def known_names(self) -> list[str]:
+        """Every instance this home knows of: registered, or with a log under ``logs/``, sorted.
+
+        A log without a registry entry is still an instance (the registry is a cache: it may
+        have been moved aside, or the log copied in from elsewhere).
+        """
+        names = {record.name for record in self.instances()}
+        logs = self.path / "logs"
+        if logs.is_dir():
+            names.update(e.name for e in logs.iterdir() if e.is_dir() and is_valid_name(e.name))
+        return sorted(names)
+
+    def is_running(self, name: str, record: InstanceRecord | None = None) -> bool:
+        """Whether a process runs instance ``name`` now.
+
+        The log's writer lock decides, not the registry (a SIGKILLed process leaves its record
+        behind, and its pid may be reused). An instance without a log (``--durability none``)
+        runs if the process of its newest record is alive.
+        """
+        log_dir = self.log_dir(name)
+        if log_dir.is_dir():
+            return writer_is_live(log_dir)
+        record = record or self.lookup(name)
+        return record is not None and process_alive(record.pid)
+
     def close(self) -> None:
         if self._env is not None:
             self._env = self._records = self._epochs = None
@@ -216,6 +249,34 @@ class Home:
 
 
 SECRET_BYTES = 32
+
+# errno values that mean "this user may not write there" (not a full disk, not damage)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def not_writable(home: Path, path: object, detail: str) -> str:
+    """The one-line refusal for a home (or a part of it) that this user cannot write."""
+    return (
+        f"cannot write {path} ({detail}): the home {home} must be writable by this user (an "
+        "instance keeps its registry entry and its log there); fix its permissions, or choose "
+        "another with --home or $IMMORTALS_HOME"
+    )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has exited: its parent has
+    not collected its status yet, which a process started by a shell or a test often is)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): a zombie counts as alive
+    return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _read_secret(path: Path) -> bytes:

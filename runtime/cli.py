@@ -9,8 +9,8 @@ sets ``handler`` (a function of the parsed arguments returning the exit status).
 found through the entry point group ``immortals.commands`` (see pyproject.toml): each package
 registers its own, so the runtime never imports the packages built on top of it. Adding a
 command is one line there, ``NAME = "package.module:add_parser"``, and a reinstall. The
-runtime's own groups (run, call, log) also work without any installed metadata, so
-``python -m runtime`` from a bare checkout still runs instances.
+runtime's own groups (run, call, status and stop, log) also work without any installed
+metadata, so ``python -m runtime`` from a bare checkout still runs instances.
 
 Global options (``--home``) are accepted before or after the subcommand; after wins.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from logformat import LogError
 
-from . import cli_call, cli_log, cli_run
+from . import cli_call, cli_log, cli_run, cli_status
 from ._errors import ImmortalsError
 from ._home import DEFAULT_HOME
 
@@ -40,6 +40,7 @@ AddParser = Callable[["argparse._SubParsersAction[Any]"], None]
 _OWN: dict[str, AddParser] = {
     "run": cli_run.add_parser,
     "call": cli_call.add_parser,
+    "status": cli_status.add_parser,  # status and stop
     "log": cli_log.add_parser,
 }
 

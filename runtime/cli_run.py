@@ -1,4 +1,5 @@
-"""``immortals run APP --name NAME``: run one instance until SIGTERM or SIGINT.
+"""``immortals run APP --name NAME``: run one instance until SIGTERM or SIGINT (``immortals
+stop NAME`` sends SIGTERM), then stop cleanly: drain, close the log, exit 0.
 
 Stdout carries only the instance's emits, one JSON value per line (``--emit-tagged`` wraps each
 as ``{"lsn", "i", "value"}`` so a consumer can drop the rare line printed twice across a crash);
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
+import socket
 import sys
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 from ._apps import load_app
 from ._coordinator import CoordinatorConfig
-from ._errors import InstanceError
-from ._home import Home, check_name
+from ._errors import AppInitError, ImmortalsError, InstanceError
+from ._home import Home, check_name, not_writable
 from ._keys import DEFAULT_RETENTION
-from ._node import Node, NodeConfig
+from ._node import Node, NodeConfig, StartupReport
 from ._schema import NAME_RULE
 from ._streams import DEFAULT_RESULT_CACHE
 
@@ -32,33 +36,68 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         required=True,
         help=f"the instance's name, its identity forever: {NAME_RULE}",
     )
-    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, default=0, help="TCP port (default: %(default)s, any free port)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
     p.add_argument(
         "--durability",
         choices=["fsync", "none"],
         default="fsync",
-        help="fsync: log every step (default); none: no log, for unprotected baselines",
+        help="fsync: log every step; none: no log, for unprotected baselines (default: %(default)s)",
     )
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0, metavar="S")
-    p.add_argument("--checkpoint-mib", type=float, default=64.0, metavar="MIB")
-    p.add_argument("--allow-pickle", action="store_true", help="pickle state in checkpoints")
-    p.add_argument("--emit-tagged", action="store_true", help='print emits as {"lsn","i","value"}')
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="checkpoint the state at least this often, if it changed (default: %(default)g)",
+    )
+    p.add_argument(
+        "--checkpoint-mib",
+        type=float,
+        default=64.0,
+        metavar="MIB",
+        help="checkpoint after this much log since the last one (default: %(default)g)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="pickle state in checkpoints (default: msgpack only; loading a pickle runs code)",
+    )
+    p.add_argument(
+        "--emit-tagged",
+        action="store_true",
+        help='print emits as {"lsn","i","value"} (default: the bare JSON value)',
+    )
     p.add_argument(
         "--key-retention-hours",
         type=float,
         default=DEFAULT_RETENTION / 3600,
         metavar="H",
-        help="how long an outside call's idempotency key is remembered (default 24)",
+        help="how long an outside call's idempotency key is remembered (default: %(default)g)",
     )
     p.add_argument(
         "--result-cache",
         type=int,
         default=DEFAULT_RESULT_CACHE,
         metavar="N",
-        help="outside results kept in memory; older keys are found in the log (default 100000)",
+        help="outside results kept in memory; older keys are found in the log "
+        "(default: %(default)s)",
     )
     p.set_defaults(handler=run_command)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a whole number, not {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), not {port}")
+    return port
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -87,15 +126,95 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(node: Node) -> int:
+    """Serve until SIGTERM or SIGINT, then stop cleanly: drain, close the log, exit 0.
+
+    A second signal while draining is not caught again: SIGTERM then ends the process and
+    SIGINT raises KeyboardInterrupt (exit 130). Both are safe, as after any crash: the log
+    holds everything that was acknowledged.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    report = await node.start()
+    report = await _start(node)
     print(report.line(), file=sys.stderr, flush=True)
     for problem in report.skipped_checkpoints:
         print(f"warning: skipped a damaged checkpoint: {problem}", file=sys.stderr, flush=True)
     await stop.wait()
+    for sig in signals:
+        loop.remove_signal_handler(sig)
     await node.stop()
     print(f"{node.name} stopped cleanly at LSN {node.durable_lsn}", file=sys.stderr, flush=True)
     return 0
+
+
+async def _start(node: Node) -> StartupReport:
+    """``node.start()``, with what a user can cause (a taken port, a home this user cannot
+    write, an app whose ``__init__`` raises) turned into one-line errors."""
+    try:
+        return await node.start()
+    except ImmortalsError:
+        raise
+    except Exception as exc:
+        where = _raised_in_init(exc, node.app.cls)
+        if where is not None:
+            raise AppInitError(
+                f"starting {node.name!r} failed: {node.app.cls.__name__}.__init__ raised "
+                f"{_one_line(exc)} ({where}); fix it and run again (a first start that fails "
+                "logs nothing)"
+            ) from None
+        if isinstance(exc, OSError):
+            raise InstanceError(_cannot_start(node, exc)) from None
+        raise
+
+
+def _raised_in_init(exc: BaseException, cls: type) -> str | None:
+    """``file:line`` where ``exc`` was raised if the app's own ``__init__`` ran into it, else
+    None (then it is a bug of the runtime, and its traceback is worth seeing)."""
+    inits = {
+        init.__code__
+        for klass in cls.__mro__
+        if not klass.__module__.startswith("runtime.")
+        and isinstance(init := klass.__dict__.get("__init__"), FunctionType)
+    }
+    tb = exc.__traceback__
+    found = False
+    last = None
+    while tb is not None:
+        found = found or tb.tb_frame.f_code in inits
+        last = tb
+        tb = tb.tb_next
+    if not found or last is None:
+        return None
+    return f"{Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
+
+
+def _cannot_start(node: Node, exc: OSError) -> str:
+    """One line for an OSError out of a start: the address to listen on, or the home."""
+    if exc.filename is not None:  # a file or directory of the home
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return not_writable(node.home.path, exc.filename, exc.strerror or str(exc))
+        return f"cannot start {node.name!r}: {exc.filename}: {exc.strerror or exc}"
+    host, port = node.config.host, node.config.port
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {host}:{port}: the port is in use; choose another --port (0 "
+            "picks a free one) or stop what listens there (`immortals status` lists the "
+            "instances of this home)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (
+            f"cannot listen on {host}:{port}: {host!r} is not an address of this machine; "
+            "use --host 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {host}:{port}: permission denied (ports below 1024 need "
+            "privileges); choose a --port above 1023, or 0 for any free port"
+        )
+    return f"cannot start {node.name!r} on {host}:{port}: {_one_line(exc)}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
