@@ -1,46 +1,61 @@
-# One entry point for people and CI. Everything installs into .venv on first use.
+# One entry point for people and CI. Everything installs into .venv on first use, and each
+# target installs only what it needs: the demo the runtime alone (`-e .`), the tests the dev
+# tools as well (`.[dev]`), the benchmarks their plotting and gRPC/PostgreSQL baselines too
+# (`.[dev,bench]`). One stamp per set, so `make demo` never pays for the benchmarks' packages.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+BENCH := $(VENV)/.installed-bench
 
 .PHONY: demo test lint typecheck pytest bench bench-quick sim clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 
-demo: $(STAMP)
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@ $(RUNTIME)
+
+$(BENCH): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev,bench]'
+	touch $@ $(DEV) $(RUNTIME)
+
+demo: $(RUNTIME)
 	$(BIN)/python samples/demo.py
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check logformat runtime replayer debugger
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(DEV)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(BENCH)
 	$(BIN)/python -m benchmarks.bench_log
 	$(BIN)/python -m benchmarks.bench_rpc
 	$(BIN)/python -m benchmarks.bench_replay
 	$(BIN)/python -m benchmarks.bench_debugger
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH)
 	$(BIN)/python -m benchmarks.bench_log --quick
 	$(BIN)/python -m benchmarks.bench_rpc --quick
 	$(BIN)/python -m benchmarks.bench_replay --quick
 	$(BIN)/python -m benchmarks.bench_debugger --quick
 
 clean:
-	rm -rf $(VENV) .immortals .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .immortals .immortals-demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
-sim: $(STAMP)
+sim: $(RUNTIME)
 	$(BIN)/python -m runtime.sim --seeds 2000

@@ -6,11 +6,15 @@
 3. waits for the Server to die, restarts it (it recovers by replay and resends the reply);
 4. shows the Client's output, which is 1, 2 as in a run where nothing failed, and the log.
 
-Everything lives under ./.immortals (the embedded default: no server to start).
+Everything lives in a home of the demo's own, ./.immortals-demo (the embedded registry: no
+server to start), never in ./.immortals where your own instances live. Each run starts that home
+afresh, but only after checking that it is the demo's (a marker file) and that none of its
+instances still runs: the demo deletes nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,7 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HOME = Path(".immortals").resolve()  # absolute: the children run in REPO, wherever we were started
+HOME = Path(".immortals-demo").resolve()  # absolute: the children run in REPO, wherever we started
+MARKER = HOME / "made-by-the-demo"
 APP = "samples/counter/counter.py"
 
 
@@ -58,12 +63,41 @@ def say(text: str) -> None:
     print(f"\033[1m==>\033[0m {text}" if sys.stdout.isatty() else f"==> {text}", flush=True)
 
 
+def fresh_home() -> None:
+    """Start the demo's home afresh; refuse (SystemExit) where that could lose anything."""
+    if HOME.exists():
+        if not MARKER.exists():
+            raise SystemExit(
+                f"demo: {HOME} exists and was not made by the demo; move it aside and run again"
+            )
+        status = subprocess.run(
+            [sys.executable, "-m", "runtime", "--home", str(HOME), "status", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
+        if status.returncode != 0:
+            raise SystemExit(f"demo: cannot tell what runs in {HOME}: {status.stderr.strip()}")
+        running = [i["name"] for i in json.loads(status.stdout)["instances"] if i["running"]]
+        if running:
+            raise SystemExit(
+                f"demo: {', '.join(running)} of an earlier demo still run in {HOME}; stop them "
+                f"(`{command_name()} --home {shown(HOME)} stop NAME`) and run again"
+            )
+        shutil.rmtree(HOME)
+    HOME.mkdir()
+    MARKER.write_text("samples/demo.py made this home; the next `make demo` starts it afresh\n")
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user can type it from where they are."""
+    return os.path.relpath(path)
+
+
 def main() -> int:
-    for name in ("server", "client"):
-        shutil.rmtree(HOME / "logs" / name, ignore_errors=True)
+    fresh_home()
     output = HOME / "client-output.txt"
-    HOME.mkdir(exist_ok=True)
-    output.unlink(missing_ok=True)
 
     say(
         "starting the Server, armed to SIGKILL itself after logging its first call, before replying"
@@ -84,10 +118,12 @@ def main() -> int:
     lines = output.read_text().split()
     for proc in (client, server):
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        if proc.wait(30) != 0:
+            print(f"demo: an instance did not stop cleanly (exit {proc.returncode})")
+            return 1
     say(f"the Client's output: {', '.join(lines)}   (a failure-free run prints 1, 2)")
     if lines != ["1", "2"]:
-        print("demo: unexpected output; see .immortals/logs with `immortals log dump`")
+        print(f"demo: unexpected output; see {shown(HOME)}/logs with `immortals log dump`")
         return 1
     say("the Server's log:")
     subprocess.run(
@@ -96,8 +132,8 @@ def main() -> int:
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         check=True,
     )
-    say("try next:")
-    cli = command_name()
+    say(f"try next (the demo's home is {shown(HOME)}, so each command names it):")
+    cli = f"{command_name()} --home {shown(HOME)}"
     for command, what in (
         ("log dump server", "every step, one a line"),
         ("log dump client --json", "one JSON object per step, for scripts"),
