@@ -124,9 +124,7 @@ class Timeout(RuntimeAwaitable):
     def __init__(self, child: RuntimeAwaitable, seconds: float) -> None:
         super().__init__(())
         if not isinstance(child, RuntimeAwaitable):
-            raise TypeError(
-                f"self.timeout() takes a runtime awaitable, not {type(child).__name__}"
-            )
+            raise TypeError(f"self.timeout() takes a runtime awaitable, not {type(child).__name__}")
         self.child = child
         self.seconds = float(seconds)
 

@@ -152,7 +152,7 @@ def test_an_unknown_subcommand_is_one_line_exit_2() -> None:
 
 
 def test_commands_come_from_entry_points_the_runtimes_first() -> None:
-    assert _choices(build_parser()) == ["run", "call", "log", "debug", "replay"]
+    assert _choices(build_parser()) == ["run", "call", "status", "stop", "log", "debug", "replay"]
 
 
 def test_a_command_that_fails_to_load_is_named_and_the_rest_still_work(
@@ -170,7 +170,7 @@ def test_a_command_that_fails_to_load_is_named_and_the_rest_still_work(
 
 def test_a_bare_checkout_still_offers_the_runtimes_commands() -> None:
     parser = build_parser([], warn=lambda line: pytest.fail(line))
-    assert _choices(parser) == ["run", "call", "log"]
+    assert _choices(parser) == ["run", "call", "status", "stop", "log"]
     assert parser.epilog and "pip install -e ." in parser.epilog
 
 
