@@ -57,5 +57,5 @@ def _attempt(request: EffectRequest) -> Outcome:
 def _call(request: EffectRequest) -> Outcome:
     try:
         return True, request.fn(request.key, *request.args)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: on a worker it is the effect's failure
         return False, [type(exc).__name__, str(exc)]

@@ -42,6 +42,7 @@ so replay drops it the same way).
 from __future__ import annotations
 
 import difflib
+import math
 import random
 import time
 import uuid as uuid_mod
@@ -226,7 +227,7 @@ class StepContext:
         return PendingReply(("r", target, seq)) if wants_reply else None
 
     def set_timer(self, seconds: float) -> TimerWait:
-        due = self.now() + float(seconds)
+        due = self.now() + _finite(seconds, "a timer's delay")
         ex = self.executor
         ex.next_tid += 1
         tid = ex.next_tid
@@ -235,6 +236,7 @@ class StepContext:
         return TimerWait(("t", tid))
 
     def set_callback(self, due: float, method: str, args: tuple[Any, ...]) -> int:
+        _finite(due, "a timer's due time")
         ex = self.executor
         if method not in ex.methods:
             raise UnknownMethodError(ex.no_such_method(method) + " to schedule")
@@ -682,6 +684,15 @@ class Executor:
             ctx.replies.append([key, ok, value])
         else:
             ctx.out.append(reply_message(caller, self.next_seq(caller), key, ok, value))
+
+
+def _finite(value: float, what: str) -> float:
+    """``value`` as a float, refused (ValueError in the handler) unless it is a finite number:
+    a NaN or infinite due time would never fire, or fire at once, without saying so."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
+    return number
 
 
 def _leaf_outcome(key: tuple[Any, ...], ok: bool, value: Any) -> _Outcome:

@@ -91,9 +91,7 @@ class Run:
         end = self.clock + seconds
         while True:
             self.settle()
-            due = sorted(
-                (when, key) for key, when in self.timers.items() if isinstance(key, tuple)
-            )
+            due = sorted((when, key) for key, when in self.timers.items() if isinstance(key, tuple))
             if not due or due[0][0] > end:
                 break
             when, key = due[0]
@@ -148,7 +146,12 @@ def test_posts_and_calls_to_yourself_are_delivered_locally_once() -> None:
     assert run.state == {"done": [0, 1, 2], "answer": 42}
     assert run.sent == []  # nothing went to the network
     calls = [i for i in run.inputs("call") if i.get("from") == "me"]
-    assert [(i["m"], i["seq"]) for i in calls] == [("work", 1), ("work", 2), ("work", 3), ("double", 4)]
+    assert [(i["m"], i["seq"]) for i in calls] == [
+        ("work", 1),
+        ("work", 2),
+        ("work", 3),
+        ("double", 4),
+    ]
     assert [i["from"] for i in run.inputs("reply")] == ["me"]
     assert run.c.streams.unacknowledged("me") == []  # acknowledged once executed durably
 
@@ -521,3 +524,39 @@ def test_a_divergent_side_effect_request_is_caught_in_replay() -> None:
     replay.execute(run.log[0]["in"], lsn=1, recorded=run.log[0])
     with pytest.raises(NondeterminismError, match="side effects requested"):
         replay.execute(record["in"], lsn=2, recorded=record)
+
+
+def test_a_timer_that_could_never_fire_is_refused_in_the_handler() -> None:
+    class Odd(Immortal):
+        @rpc
+        def later(self, seconds: float) -> None:
+            self.call_later(seconds, self.later, 1.0)
+
+        @rpc
+        async def nap(self, seconds: float) -> None:
+            await self.sleep(seconds)
+
+    run = Run(Odd)
+    run.call("later", float("inf"), key="a")
+    run.call("nap", float("nan"), key="b")
+    for key in ("a", "b"):
+        ok, value = run.c.streams.known_result(key)  # type: ignore[misc]
+        assert not ok and value[0] == "ValueError" and "finite" in value[1]
+    assert run.c.executor.timers == {}
+
+
+def test_an_effect_that_exits_is_a_failure_not_a_hang() -> None:
+    def quits(key: str) -> None:
+        raise SystemExit(3)
+
+    class Quitter(Immortal):
+        @rpc
+        async def go(self) -> Any:
+            try:
+                await self.run(quits)
+            except EffectError as exc:
+                return exc.type_name
+
+    run = Run(Quitter)
+    run.call("go")
+    assert run.c.streams.known_result("k1") == (True, "SystemExit")
