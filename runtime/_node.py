@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -58,7 +59,7 @@ from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
-EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a worker while it runs)
+EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread while it runs)
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
 
@@ -125,7 +126,7 @@ class Node:
         self.log = _stderr_log
         self._writer: LogWriter | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="log")
-        self._effect_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._effect_slots = threading.BoundedSemaphore(EFFECT_WORKERS)
         self._inflight: asyncio.Future[int] | None = None
         self._links: dict[str, Link] = {}
         self._incoming: dict[str, Accepted] = {}
@@ -419,22 +420,28 @@ class Node:
     # -- side effects -----------------------------------------------------------------------------
 
     def _run_effect(self, request: EffectRequest) -> None:
-        """On a worker thread: the event loop (and every handler) goes on while it runs."""
-        if self._effect_pool is None:
-            self._effect_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=EFFECT_WORKERS, thread_name_prefix="effect"
-            )
-        faults.hit("before-effect")
-        done = asyncio.get_running_loop().run_in_executor(self._effect_pool, run_effect, request)
-        done.add_done_callback(functools.partial(self._effect_finished, request.eid))
+        """On a thread of its own: the event loop (and every handler) goes on while it runs.
 
-    def _effect_finished(self, eid: int, done: asyncio.Future[Outcome]) -> None:
-        if done.cancelled() or self.stopping:
+        A daemon thread, not a pool's worker: the interpreter joins a pool's workers at exit, so
+        one hung effect would hold up a clean stop forever. An effect cut short by the exit runs
+        again after the restart (at least once), under the same key."""
+        faults.hit("before-effect")
+        loop = asyncio.get_running_loop()
+
+        def work() -> None:
+            with self._effect_slots:
+                outcome = run_effect(request)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the instance stopped
+                loop.call_soon_threadsafe(self._effect_finished, request.eid, outcome)
+
+        threading.Thread(target=work, name=f"effect-{request.key}", daemon=True).start()
+
+    def _effect_finished(self, eid: int, outcome: Outcome) -> None:
+        if self.stopping:
             return  # a restart runs it again: its outcome never reached the log
-        ok, value = done.result()
         faults.hit("after-effect")
         self.coordinator.advance(time.time())
-        self.coordinator.effect_done(eid, ok, value)
+        self.coordinator.effect_done(eid, *outcome)
         self._do()
 
     # -- outside callers' keys -----------------------------------------------------------------------
@@ -632,8 +639,6 @@ class Node:
             self._released.close()
             self._released = None
         self._io.shutdown(wait=True)
-        if self._effect_pool is not None:
-            self._effect_pool.shutdown(wait=False, cancel_futures=True)
         self.home.close()
 
 

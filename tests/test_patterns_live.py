@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import RemoteError, connect
+from runtime import CallTimeoutError, RemoteError, connect
 from tests._instances import Cluster, run_cli
 
 APPS = "tests/apps/patterns.py"
@@ -124,3 +124,20 @@ def test_the_replayer_and_the_debugger_show_the_new_kinds_of_steps(tmp_path: Pat
 
     panes = "\n".join(asyncio.run(walk()))
     assert "calls tick()" in panes
+
+
+def test_a_hung_side_effect_neither_blocks_other_calls_nor_a_clean_stop(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cluster = Cluster(home)
+    try:
+        hanger = cluster.start(f"{APPS}:Hanger", "hanger")
+        with connect(home, timeout=20) as client:
+            client.call("hanger", "ping")
+            with pytest.raises(CallTimeoutError), connect(home, timeout=0.5) as impatient:
+                impatient.call("hanger", "wait_forever", key="w")  # never answered
+            assert client.call("hanger", "ping") == "pong"  # the effect runs off the loop
+        started = time.monotonic()
+        assert hanger.stop() == 0
+        assert time.monotonic() - started < 10
+    finally:
+        cluster.stop_all()

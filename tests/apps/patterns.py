@@ -69,3 +69,20 @@ class Noisy(Immortal):
             return await self.ref(name).fail()
         except RemoteError as exc:
             return [exc.type_name, exc.message, exc.lsn]
+
+
+def hang(key: str) -> None:
+    """A side effect whose outside service never answers."""
+    import time
+
+    time.sleep(600)
+
+
+class Hanger(Immortal):
+    @rpc
+    async def wait_forever(self) -> None:
+        await self.run(hang)
+
+    @rpc
+    def ping(self) -> str:
+        return "pong"
