@@ -19,6 +19,16 @@ from ._protocol import Closed, Connection, Opened, Received
 from ._schema import MAIN_KEY, MAX_KEY_LENGTH, call, read_failure, read_result
 
 
+def check_key(key: object) -> str:
+    """``key`` if an instance accepts it as an idempotency key; IdempotencyKeyError if not."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or key == MAIN_KEY:
+        raise IdempotencyKeyError(
+            f"an idempotency key must be a string of 1 to {MAX_KEY_LENGTH} characters other "
+            f"than {MAIN_KEY!r}, not {key!r}"
+        )
+    return key
+
+
 class Client:
     """A connection-per-call client bound to one home directory. Thread-compatible, not safe."""
 
@@ -34,13 +44,7 @@ class Client:
         CallTimeoutError when no answer came within ``timeout`` seconds; the call may or may
         not have run, and calling again with the same ``key`` runs it at most once.
         """
-        if key is None:
-            key = uuid.uuid4().hex
-        elif not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or key == MAIN_KEY:
-            raise IdempotencyKeyError(
-                f"an idempotency key must be a string of 1 to {MAX_KEY_LENGTH} characters other "
-                f"than {MAIN_KEY!r}, not {key!r}"
-            )
+        key = uuid.uuid4().hex if key is None else check_key(key)
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
         while time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._client import connect
+from ._client import check_key, connect
 from ._errors import ImmortalsError, InstanceError, RemoteError
 from ._home import Home, check_name
 
@@ -59,6 +59,8 @@ def parse_arg(text: str) -> Any:
 
 def call_command(args: argparse.Namespace) -> int:
     values = [parse_arg(a) for a in args.args]
+    if args.key is not None:
+        check_key(args.key)  # bad input is refused before anything is looked up
     home = Home(Path(args.home))
     try:
         _check_known(home, check_name(args.name), args.timeout)
