@@ -32,7 +32,7 @@ from typing import Final
 
 import lmdb
 
-from ._lmdbenv import acquire_env, release_env
+from ._lmdbenv import acquire_env, open_dbs, release_env
 
 INDEX_DIR: Final = "index"
 _MAP_SIZE: Final = 1 << 34  # address space only; the file grows as needed
@@ -86,10 +86,9 @@ class LogIndex:
             if self.read_only:
                 _release_shadow(self._source)
             raise
-        self._frames = self._env.open_db(b"frames")
-        self._times = self._env.open_db(b"times")
-        self._meta = self._env.open_db(b"meta")
-        self._checkpoints = self._env.open_db(b"checkpoints")
+        self._frames, self._times, self._meta, self._checkpoints = open_dbs(
+            self._env, b"frames", b"times", b"meta", b"checkpoints"
+        )
         self._closed = False
         # Segment boundaries (previous first LSN, next first LSN) already found to agree with the
         # segments, so a reader polling a long log does not look them all up on every refresh.

@@ -39,3 +39,13 @@ def release_env(path: Path) -> None:
             env.close()
         else:
             _envs[key] = (env, refs - 1)
+
+
+def open_dbs(env: lmdb.Environment, *names: bytes) -> list[Any]:
+    """The named databases of ``env``, opened one process-wide call at a time.
+
+    lmdb forbids ``mdb_dbi_open`` in two concurrent transactions of one process; two readers of
+    one log opening their index on two threads at once (the debugger's indexer and its
+    interactive replayer) hung there about one time in five in a test."""
+    with _lock:
+        return [env.open_db(name) for name in names]
