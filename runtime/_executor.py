@@ -119,6 +119,7 @@ class EffectRequest:
     """A side effect a handler awaits: what the driver runs once the asking step is durable."""
 
     eid: int
+    lsn: int  # the step that asked for it: the effect may run only once that step is durable
     key: str  # the idempotency key handed to ``fn``: instance/LSN/position, stable across runs
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -269,7 +270,14 @@ class StepContext:
         name = getattr(effect.fn, "__qualname__", None) or type(effect.fn).__name__
         requested.append([eid, key, name])
         ex.effects[eid] = EffectRequest(
-            eid, key, effect.fn, effect.args, effect.retries, effect.backoff, effect.timeout
+            eid,
+            self.lsn,
+            key,
+            effect.fn,
+            effect.args,
+            effect.retries,
+            effect.backoff,
+            effect.timeout,
         )
         return ("x", eid)
 

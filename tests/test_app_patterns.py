@@ -427,14 +427,14 @@ def test_run_effect_retries_with_doubling_backoff_and_times_out_attempts() -> No
             raise OSError("not yet")
         return "ok"
 
-    request = EffectRequest(1, "me/1/0", sometimes, (), retries=3, backoff=0.5, timeout=None)
+    request = EffectRequest(1, 1, "me/1/0", sometimes, (), retries=3, backoff=0.5, timeout=None)
     assert run_effect(request, sleep=waits.append) == (True, "ok")
     assert waits == [0.5, 1.0]
 
     import threading
 
     release = threading.Event()
-    slow = EffectRequest(2, "me/1/1", lambda key: release.wait(5), (), 0, 0.0, timeout=0.05)
+    slow = EffectRequest(2, 1, "me/1/1", lambda key: release.wait(5), (), 0, 0.0, timeout=0.05)
     ok, value = run_effect(slow)
     release.set()
     assert not ok and value[0] == "TimeoutError"

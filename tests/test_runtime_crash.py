@@ -243,7 +243,7 @@ def test_immortals_call_prints_json_and_reports_remote_errors(home: Path, cluste
     same = run_cli("call", "ledger", "add", "2", "5", "--key", "k-1", home=home)
     again = run_cli("call", "ledger", "add", "2", "5", "--key", "k-1", home=home)
     assert same.stdout == again.stdout == "10\n"  # a retry with the same key: executed once
-    failed = run_cli("call", "ledger", "add", "oops", home=home)
+    failed = run_cli("call", "ledger", "add", "\"oops\"", home=home)  # a string: TypeError
     assert failed.returncode == 1
     assert "TypeError" in failed.stderr
     missing = run_cli("call", "nobody", "add", "--timeout", "1", home=home)

@@ -177,6 +177,11 @@ class SimNode:
             elif isinstance(action, LookUp):
                 world.after(0.0, self.deliver, self.incarnation, self._look_up, action.key)
             elif isinstance(action, RunEffect):  # outside the instance: it takes a while
+                if action.request.lsn > self.log.last_lsn:
+                    world.problems.append(
+                        f"{self.name}: side effect {action.request.key!r} handed out before "
+                        f"step {action.request.lsn} was durable"
+                    )
                 delay = world.rng.uniform(0.0005, 0.01)
                 world.after(delay, self.deliver, self.incarnation, self._effect, action.request)
             # Warn: the trace line above is all it needs here.

@@ -181,7 +181,16 @@ def observe(world: World, finished: bool) -> Observation:
         for key, got in caller.answers.items():
             seen.answers[key] = got
     seen.charges = sorted(world.ledger.by_key.values())
-    seen.problems += world.ledger.conflicts
+    seen.problems += world.ledger.conflicts + world.problems
+    requested = {
+        key
+        for node in world.nodes.values()
+        for r in node.log.records
+        for _, key, _ in r.get("fx", ())
+    }
+    for key in world.ledger.by_key:
+        if key not in requested:  # it ran for a step no log kept: it ran before being durable
+            seen.problems.append(f"side effect {key!r} ran, but no durable step asked for it")
     return seen
 
 

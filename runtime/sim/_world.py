@@ -95,6 +95,7 @@ class World:
         self._fsync = self.rng.uniform(0.005, 0.03) if slow else self.rng.uniform(0.0003, 0.004)
         self.events = 0
         self.ledger = Ledger.current = Ledger()  # the outside service of side effects
+        self.problems: list[str] = []  # rules a driver saw broken in the actions it was given
 
     # -- the clock and the scheduler -----------------------------------------------------------
 
