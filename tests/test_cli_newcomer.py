@@ -271,7 +271,12 @@ def _make_plan(target: str) -> str:
 
 @pytest.mark.parametrize(
     ("target", "extras"),
-    [("demo", "-e ."), ("pytest", "-e '.[dev]'"), ("bench-quick", "-e '.[dev,bench]'")],
+    [
+        ("demo", "-e ."),
+        ("lint", "-e '.[dev]'"),
+        ("pytest", "-e '.[dev,bench]'"),  # the suite smoke-tests the benchmarks
+        ("bench-quick", "-e '.[dev,bench]'"),
+    ],
 )
 def test_each_make_target_installs_only_what_it_needs(target: str, extras: str) -> None:
     installs = [line for line in _make_plan(target).splitlines() if " install " in line]
