@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime import connect
 from runtime.cli import main
-from tests._instances import run_cli
+from tests._instances import Cluster, run_cli
 from tests.apps import upgrade_refactor
 from tests.replaylog import Recorder
 from upgrade import assert_replays_equal, migrate_state
@@ -256,3 +257,26 @@ def test_new_code_that_raises_out_of_a_step_is_a_divergence_not_a_crash(
     assert code == 1
     assert "diverged at step 1: start" in out
     assert "error (error): only new:" in out and "boom" in out
+
+
+def test_a_log_written_by_a_real_instance(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    cluster = Cluster(live)
+    try:
+        bank = cluster.start("tests/apps/upgrade_v1.py:Bank", "bank")
+        with connect(live, timeout=20) as client:
+            assert client.call("bank", "deposit", 100) == 100
+            assert client.call("bank", "withdraw", 30) == 70
+            assert isinstance(client.call("bank", "stamp"), float)
+        assert bank.stop() == 0
+    finally:
+        cluster.stop_all()
+    done = run_cli("upgrade", "test", "bank", "--app", REFACTOR, home=live)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_cli("upgrade", "test", "bank", "--app", FEE, "--json", home=live)
+    assert done.returncode == 1, done.stderr
+    (result,) = json.loads(done.stdout)["instances"]
+    withdraw = [d for d in result["divergences"] if d["method"] == "withdraw"]
+    assert result["diverged"] == len(withdraw) == 1, result
+    assert [d["path"] for d in withdraw[0]["diffs"]] == [["emit", 0, "total"], ["rep", 0, 2]]
+    assert withdraw[0]["new_line"]["line"] == line_of(APPS / "upgrade_fee.py", "# charges a fee")

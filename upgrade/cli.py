@@ -71,7 +71,10 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     t.add_argument("--from", dest="from_lsn", type=_lsn, metavar="LSN", help="first step checked")
     t.add_argument("--to", dest="to_lsn", type=_lsn, metavar="LSN", help="last step checked")
     t.add_argument(
-        "--allow", action="append", default=[], metavar="RULE", help="an expected difference"
+        "--allow",
+        action="append",
+        metavar="RULE",
+        help="an expected difference, repeatable (see the rules below; default: none)",
     )
     t.add_argument("--json", action="store_true", help="print one JSON document")
     t.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
