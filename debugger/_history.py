@@ -111,6 +111,8 @@ def summarize(lsn: int, wall_ns: int, record: dict[str, Any]) -> Row:
         summary = f"reply #{inp.get('re')}: {outcome}"
     elif kind == "timer":
         summary = f"timer #{inp.get('tid')}"
+    elif kind == "upgrade":
+        summary = f"upgrade to {inp.get('to')}"
     elif kind == "effect":
         outcome = _short(inp["ok"], 24) if "ok" in inp else "error " + _short(inp.get("err"), 24)
         summary = f"side effect #{inp.get('eid')}: {outcome}"
@@ -341,7 +343,7 @@ class History:
 
     def _handler(self, step: Step, lines: list[TraceLine]) -> Handler | None:
         assert self.replayer is not None
-        cls = self.replayer.app.cls
+        cls = self.replayer.app_class_at(step.lsn)  # the code that ran then, not today's file
         name = lines[0].function if lines else str(step.input.get("m", ""))
         if step.input.get("k") == "start" and not lines:
             name = "__init__"

@@ -13,6 +13,7 @@ catch one class at its boundary and print one clear line::
     ├── FrameError            bytes that do not decode as a frame (sans-IO decoder level)
     ├── ValueCodecError       a value that cannot be encoded, or bytes that do not decode
     ├── CheckpointError       a missing or damaged checkpoint file
+    ├── CodeStoreError        a damaged file of the code store (``code/``)
     │   └── PickleRefusedError  a pickled checkpoint loaded without opting in
     └── LsnOutOfRangeError    an LSN below the log's start or above its end
         └── TrimmedError      an LSN that was trimmed away: its history cannot be replayed
@@ -113,6 +114,10 @@ class CheckpointError(LogError):
 
 class PickleRefusedError(CheckpointError):
     """Loading this checkpoint would unpickle data, which runs code; the caller did not opt in."""
+
+
+class CodeStoreError(LogError):
+    """A file of the log's code store is damaged: that version's code is lost, not its steps."""
 
 
 class LsnOutOfRangeError(LogError, IndexError):

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from logformat import LogReader, pack_value, unpack_value
+from runtime._api import Immortal
 from runtime._apps import LoadedApp, load_app
+from runtime._codestore import CodeBundle, declared_version
 from runtime._errors import AppLoadError, CheckpointFormatError, ImmortalsError, NondeterminismError
 from runtime._executor import app_state
 from runtime._home import DEFAULT_HOME, resolve_log
 from runtime._replica import Replica
 from runtime._schema import is_call, message_fields, read_checkpoint
+from runtime._versions import CodeBook
 
 from ._cache import SnapshotCache, spill_folder
 from ._diff import Change, diff_states
@@ -188,7 +191,17 @@ class Replayer:
         self.log_dir = open_log_dir(source, home)
         self.reader = LogReader(self.log_dir)
         meta = self.reader.meta
-        self.app = load_app(app) if app is not None else resolve_app(meta.app, self.log_dir)
+        if app is not None:  # this code for the whole history
+            self.app = load_app(app)
+            self.code = CodeBook(self.log_dir, meta, forced=self.app.cls)
+        else:  # each step with the code that ran it, from the log's code store
+            self.code = CodeBook(
+                self.log_dir, meta, at_hand=lambda: resolve_app(meta.app, self.log_dir).cls
+            )
+            latest = self.code.app_for(meta.code_version)
+            self.app = LoadedApp(
+                meta.app, latest, CodeBundle(meta.code_version, b"", declared_version(latest))
+            )
         self.instance = meta.instance
         self.allow_pickle = allow_pickle
         spill_to = spill_folder(self.log_dir, meta.log_id, self.app.code_version) if spill else None
@@ -527,11 +540,21 @@ class Replayer:
                 f"no state to start from at LSN {lsn}: the log was trimmed to start at "
                 f"{self.first_lsn} and no checkpoint at or before it loads"
             )
-        self._replica = Replica(self.app.cls, name=self.instance)
+        self._replica = self._new_replica(1)
         self._position = 0
 
+    def app_class_at(self, lsn: int) -> type[Immortal]:
+        """The app class that ran (or, with ``app=``, replays) step ``lsn``."""
+        return self.code.app_at(max(lsn, 1))
+
+    def _new_replica(self, lsn: int) -> Replica:
+        """A replica running the code of step ``lsn``, which takes upgrade steps after it."""
+        replica = Replica(self.app_class_at(lsn), name=self.instance)
+        replica.executor.code_for = self.code.app_for
+        return replica
+
     def _load(self, payload: Any, lsn: int, *, where: str) -> None:
-        replica = Replica(self.app.cls, name=self.instance)
+        replica = self._new_replica(lsn)
         replica.restore(read_checkpoint(payload, where=where))
         self._replica = replica
         self._position = lsn

@@ -144,6 +144,11 @@ def describe_input(inp: dict[str, Any]) -> str:
         return f"reply to #{inp.get('re')} {origin}: {outcome}"
     if kind == "timer":
         return f"timer #{inp.get('tid')} fired"
+    if kind == "upgrade":
+        versions = (
+            f"version {inp.get('fv')} -> {inp.get('tv')}, " if inp.get("tv") is not None else ""
+        )
+        return f"upgrade to {inp.get('to')} ({versions}from {inp.get('prev')})"
     if kind == "effect":
         outcome = _short(inp["ok"]) if "ok" in inp else "error " + _short(inp.get("err"))
         return f"side effect #{inp.get('eid')} returned: {outcome}"

@@ -24,6 +24,7 @@ from ._errors import (
     SandboxError,
     SecretError,
     UnknownMethodError,
+    UpgradeError,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "SandboxError",
     "SecretError",
     "UnknownMethodError",
+    "UpgradeError",
     "connect",
     "rpc",
 ]

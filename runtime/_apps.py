@@ -1,7 +1,7 @@
 """Finding an app's class from ``path/to/file.py:Class`` or ``module:Class``, and its version.
 
-The code version is what tools use to tell whether recorded history ran on the code at hand: a
-class may declare ``__version__``; otherwise it is a hash of the source file that defines it.
+The code version is what tools use to tell whether recorded history ran on the code at hand: the
+hash of the app's bundle of sources (``_codestore``), which the log keeps under that version.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._api import Immortal
+from ._codestore import CodeBundle, bundle_app
 from ._errors import AppInitError, AppLoadError
 
 
@@ -22,7 +23,11 @@ from ._errors import AppInitError, AppLoadError
 class LoadedApp:
     spec: str
     cls: type[Immortal]
-    code_version: str
+    bundle: CodeBundle  # its sources, as the log keeps them; ``bundle.version`` is the version
+
+    @property
+    def code_version(self) -> str:
+        return self.bundle.version
 
 
 def load_app(spec: str) -> LoadedApp:
@@ -39,7 +44,7 @@ def load_app(spec: str) -> LoadedApp:
     if not (isinstance(cls, type) and issubclass(cls, Immortal)):
         raise AppLoadError(f"{spec} is not a subclass of runtime.Immortal")
     _check_init(cls)
-    return LoadedApp(spec, cls, code_version_of(cls))
+    return LoadedApp(spec, cls, bundle_app(cls, spec))
 
 
 def _check_init(cls: type[Immortal]) -> None:
@@ -90,14 +95,3 @@ def _import_module(name: str) -> object:
         return importlib.import_module(name)
     except Exception as exc:
         raise AppLoadError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def code_version_of(cls: type) -> str:
-    declared = getattr(cls, "__version__", None)
-    if isinstance(declared, str) and declared:
-        return declared
-    try:
-        source = inspect.getsource(sys.modules[cls.__module__])
-    except (OSError, TypeError, KeyError):
-        return "unknown"
-    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()[:16]

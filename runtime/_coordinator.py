@@ -195,10 +195,16 @@ class Coordinator:
             self.released_lsn = lsn
             self.actions.append(Released(lsn))
 
-    def start(self, now: float) -> None:
-        """Take over as the primary after recovery: timers, links, and the first start."""
+    def start(self, now: float, *, upgrade: dict[str, Any] | None = None) -> None:
+        """Take over as the primary after recovery: timers, links, and the first start.
+
+        ``upgrade`` (an upgrade step's input) is executed before anything else, so every input
+        from here on runs the new code; the driver passes it only when the replica is
+        quiescent (a suspended handler would go on running the old code)."""
         self.now = now
         self.started = True
+        if upgrade is not None:
+            self._submit(upgrade)
         self.durable_lsn = self.next_lsn - 1
         self._durable_in = dict(self.streams.seq_in)
         self._released_out = {  # everything recovered from the log is durable

@@ -9,6 +9,7 @@ ImmortalsError               every error the runtime raises on purpose
 ├── AppLoadError             APP (path/file.py:Class or module:Class) cannot be imported
 │   └── AppInitError         the app's ``__init__`` raised at the instance's first start
 ├── CheckpointFormatError    a checkpoint's payload has a format this version cannot read
+├── UpgradeError             new code cannot take over: a failed migration, a refused check
 ├── IdempotencyKeyError      a caller's key is empty, too long or reserved (also a ValueError)
 ├── InstanceError            registry problems: unknown name, a second live process, ...
 │   ├── CallTimeoutError     a call from outside got no answer before its timeout
@@ -112,6 +113,11 @@ class AppInitError(AppLoadError):
 
 class CheckpointFormatError(ImmortalsError):
     """A checkpoint's payload has a format this version cannot read."""
+
+
+class UpgradeError(ImmortalsError):
+    """New code cannot take over an instance: its migration failed, or the retroactive test
+    refused it. Nothing was logged; the message says what to do."""
 
 
 class InstanceError(ImmortalsError):

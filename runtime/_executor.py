@@ -49,7 +49,7 @@ import uuid as uuid_mod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import Any
+from typing import Any, Final
 
 from logformat import ValueCodecError, pack_value
 
@@ -71,8 +71,10 @@ from ._errors import (
     RemoteError,
     SandboxError,
     UnknownMethodError,
+    UpgradeError,
 )
 from ._schema import MAX_VALUE_BYTES, call_message, failure, read_failure, reply_message
+from ._versions import migrate_state
 
 _SCALARS = frozenset((int, float, bool, type(None)))
 
@@ -336,6 +338,14 @@ class Executor:
         # Outcomes that arrived before anyone awaited them: key -> (ok, value or [type, msg]).
         self.early: dict[tuple[Any, ...], tuple[bool, Any]] = {}
         self.abandoned: set[tuple[Any, ...]] = set()  # outcomes to drop when they arrive
+        # The app class of a code version, for upgrade steps (the log's code book); None: this
+        # executor cannot take an upgrade step.
+        self.code_for: Callable[[str], type[Immortal]] | None = None
+
+    def use_code(self, app_cls: type[Immortal]) -> None:
+        """Run ``app_cls`` from now on (the state stays: see upgrade steps for migrations)."""
+        self.app_cls = app_cls
+        self.methods = rpc_methods(app_cls)
 
     def next_seq(self, target: str) -> int:
         """The next number in the directed stream self -> target (1, 2, 3, ...)."""
@@ -404,9 +414,16 @@ class Executor:
     # -- steps -----------------------------------------------------------------------------------
 
     def execute(
-        self, inp: dict[str, Any], *, lsn: int = 0, recorded: dict[str, Any] | None = None
+        self,
+        inp: dict[str, Any],
+        *,
+        lsn: int = 0,
+        recorded: dict[str, Any] | None = None,
+        compare: bool = True,
     ) -> dict[str, Any]:
-        """Execute one input; return its step record. With ``recorded``, replay and compare."""
+        """Execute one input; return its step record. With ``recorded``, replay and compare
+        (``compare=False``: take its non-deterministic values, and leave comparing to the
+        caller, as a retroactive test of other code does)."""
         ctx = StepContext(self, recorded.get("nd", []) if recorded is not None else None, lsn)
         app = self.app
         if app is not None:
@@ -430,7 +447,7 @@ class Executor:
             record["tim"] = ctx.timers
         if ctx.rare is not None:  # cancelled timers, side effects, unreceived failures
             record.update(ctx.rare)
-        if recorded is not None:
+        if recorded is not None and compare:
             compare_effects(recorded, record, lsn=lsn, instance=self.name)
         return record
 
@@ -457,6 +474,8 @@ class Executor:
                 self._call(ctx, callback[0], callback[1], (None, None, False))
             else:
                 self._resume(ctx, ("t", tid), True, None)
+        elif kind == "upgrade":
+            self._upgrade(inp)
         elif kind == "effect":
             eid = int(inp["eid"])
             self.effects.pop(eid, None)
@@ -466,6 +485,25 @@ class Executor:
                 self._resume(ctx, ("x", eid), True, inp.get("ok"))
         else:
             raise ValueError(f"unknown input kind {kind!r}")
+
+    def _upgrade(self, inp: dict[str, Any]) -> None:
+        """An upgrade step: from here on the app runs the code of version ``to``, with its state
+        migrated (``_versions.migrate_state``). Only taken when no handler is suspended: a
+        suspended coroutine would go on running the old code on the old object."""
+        if self.code_for is None:
+            raise UpgradeError(
+                f"step of {self.name!r} upgrades to {inp.get('to')}: replaying it needs that "
+                "version's code (the log's code book)"
+            )
+        if not self.quiescent:
+            raise UpgradeError(f"{self.name}: an upgrade step while handlers are suspended")
+        new_cls = self.code_for(str(inp["to"]))
+        if self.app is not None:
+            state = migrate_state(new_cls, app_state(self.app), inp.get("fv"))
+            app = new_cls.__new__(new_cls)
+            app.__dict__.update(state)
+            self.app = app
+        self.use_code(new_cls)
 
     def _start(self, ctx: StepContext) -> None:
         if self.app is not None:
@@ -718,28 +756,33 @@ def app_state(app: Immortal) -> dict[str, Any]:
     return {k: v for k, v in app.__dict__.items() if not k.startswith("_imm_")}
 
 
+EFFECT_KEYS: Final = (
+    ("nd", "non-deterministic values"),
+    ("out", "calls sent"),
+    ("emit", "emitted outputs"),
+    ("rep", "results"),
+    ("tim", "timers set"),
+    ("tcx", "timers cancelled"),
+    ("fx", "side effects requested"),
+)
+"""The keys of a step record that replay must reproduce, in the order they are compared, with
+what each holds. (``fail`` is derived from the others and not compared: older logs lack it.)"""
+
+
 def compare_effects(
     recorded: dict[str, Any], produced: dict[str, Any], *, lsn: int, instance: str
 ) -> None:
     """Raise NondeterminismError at the first effect that differs from the recorded step."""
-    for key, what in (
-        ("nd", "non-deterministic values"),
-        ("out", "calls sent"),
-        ("emit", "emitted outputs"),
-        ("rep", "results"),
-        ("tim", "timers set"),
-        ("tcx", "timers cancelled"),
-        ("fx", "side effects requested"),
-    ):
+    for key, what in EFFECT_KEYS:
         expected = recorded.get(key, [])
         actual = produced.get(key, [])
-        if expected != actual and not _same_but_error_lsns(key, expected, actual):
+        if expected != actual and not same_but_error_lsns(key, expected, actual):
             raise NondeterminismError(
                 lsn=lsn, instance=instance, what=what, expected=expected, actual=actual
             )
 
 
-def _same_but_error_lsns(key: str, expected: list[Any], actual: list[Any]) -> bool:
+def same_but_error_lsns(key: str, expected: list[Any], actual: list[Any]) -> bool:
     """Logs written before failed outcomes carried their LSN hold ``[type, message]`` where the
     code now produces ``[type, message, lsn]``: the same outcome, not a divergence."""
     if key not in ("out", "rep") or len(expected) != len(actual):

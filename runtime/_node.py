@@ -47,9 +47,10 @@ from ._actions import (
     Warn,
 )
 from ._apps import LoadedApp
+from ._codestore import declared_version
 from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
-from ._errors import InstanceError
+from ._errors import InstanceError, UpgradeError
 from ._executor import EffectRequest, Sources
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
@@ -57,6 +58,8 @@ from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
+from ._upgrade_check import CheckSummary, check_new_code
+from ._versions import CodeBook
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
 EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread while it runs)
@@ -78,6 +81,7 @@ class NodeConfig:
     reconnect_max_delay: float = 1.0
     heartbeat_seconds: float = 1.0
     sources: Sources | None = None
+    upgrade_check: str = "default"  # strict | warn | off | default (refuse new exceptions only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,8 @@ class Node:
         self._keys: KeyIndex | None = None
         self._key_reader: LogReader | None = None
         self._emit_stream = self.config.emit_stream or sys.stdout
+        self._code_book: CodeBook | None = None
+        self._upgrade: dict[str, Any] | None = None  # the upgrade step start() takes first
 
     @property
     def durable_lsn(self) -> int:
@@ -169,7 +175,7 @@ class Node:
                 time.time(),
             )
         )
-        self.coordinator.start(time.time())
+        self.coordinator.start(time.time(), upgrade=self._upgrade)
         self._do()
         return StartupReport(
             self.name,
@@ -195,8 +201,11 @@ class Node:
             running = self.home.lookup(self.name)
             where = f" (pid {running.pid} at {running.address})" if running else ""
             raise InstanceError(f"instance {self.name!r} is already running{where}") from None
-        self._writer.record_code_version(self.app.spec, self.app.code_version)
+        app_cls = self.app.cls
+        book = self._code_book = CodeBook(log_dir, self._writer.meta, at_hand=lambda: app_cls)
+        book.keep(self.app.bundle, self.app.cls)  # before any step runs it
         coordinator = self.coordinator
+        coordinator.executor.code_for = book.app_for
         checkpoint_lsn: int | None = None
         skipped: list[str] = []
         replayed = 0
@@ -208,6 +217,10 @@ class Node:
             failed: list[CheckpointError] = []
             found = reader.newest_checkpoint(
                 allow_pickle=self.config.coordinator.allow_pickle, failed=failed
+            )
+            # Each part of history re-executes with the code that ran it.
+            coordinator.executor.use_code(
+                book.app_for(book.version_at(found[0] if found is not None else 1))
             )
             if found is not None:
                 checkpoint_lsn, payload, errors = found
@@ -240,6 +253,9 @@ class Node:
                     "segments are missing); restore the missing segments, or move the log aside "
                     "to start the instance afresh"
                 )
+            for note in book.fallbacks:
+                self.log(f"{self.name}: code version {note}")
+            self._upgrade = self._prepare_upgrade(reader, checkpoint_lsn)
             span = coordinator.unreleased(self._released_upto(reader))
             if span is not None:
                 for rec in reader.records(*span):
@@ -250,6 +266,74 @@ class Node:
             raise
         self._do()
         return checkpoint_lsn, replayed, skipped
+
+    def _prepare_upgrade(
+        self, reader: LogReader, checkpoint_lsn: int | None
+    ) -> dict[str, Any] | None:
+        """The upgrade step to take before serving, when the code at hand is not the code the
+        log ran last; None when it is (or the upgrade must wait). Runs the upgrade check first:
+        UpgradeError refuses the start, with nothing logged."""
+        writer, book, coordinator = self._writer, self._code_book, self.coordinator
+        assert writer is not None and book is not None
+        old_version, new_version = writer.meta.code_version, self.app.code_version
+        if old_version == new_version:
+            return None
+        if writer.next_lsn == 1:  # nothing ran yet: no upgrade, just this code from LSN 1
+            writer.record_code_version(self.app.spec, new_version)
+            return None
+        executor = coordinator.executor
+        if not executor.quiescent:
+            self.log(
+                f"{self.name}: not upgrading to {new_version} yet: {len(executor.suspended)} "
+                f"awaits of handlers that ran {old_version} are pending, and they must finish "
+                "with the code they started with; serving with the recorded code (restart "
+                "again to upgrade once they are done)"
+            )
+            return None
+        old_cls = executor.app_cls
+        from_declared, to_declared = declared_version(old_cls), self.app.bundle.declared
+        policy = self.config.upgrade_check
+        what = f"{self.name}: upgrade {old_version} -> {new_version}"
+        if from_declared is not None or to_declared is not None:
+            what += f" (version {from_declared} -> {to_declared})"
+        if policy != "off":
+            summary = self._check_upgrade(reader, checkpoint_lsn, from_declared)
+            self.log(f"{what}: {summary.line()}")
+            if summary.refuses(policy):
+                raise UpgradeError(
+                    f"{what} refused: {summary.line()}. Fix the code and check it with `immortals "
+                    f"upgrade test {self.name} --app {self.app.spec}`, or take it anyway with "
+                    "--upgrade-check warn; the instance still runs its recorded code if you start "
+                    "it with that code"
+                )
+        writer.record_code_version(self.app.spec, new_version)  # from the upgrade step's LSN
+        return {
+            "k": "upgrade",
+            "prev": old_version,
+            "to": new_version,
+            "fv": from_declared,
+            "tv": to_declared,
+        }
+
+    def _check_upgrade(
+        self, reader: LogReader, checkpoint_lsn: int | None, from_declared: int | None
+    ) -> CheckSummary:
+        """The new code over the steps since the last checkpoint (see ``_upgrade_check``)."""
+        start = None
+        if checkpoint_lsn is not None:
+            found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
+            if found is not None:
+                lsn, payload, _errors = found
+                start = (read_checkpoint(payload, where=f"checkpoint at LSN {lsn}"), lsn)
+        first = start[1] + 1 if start is not None else reader.first_lsn
+        records = ((rec.lsn, rec.value) for rec in reader.records(first))
+        return check_new_code(
+            self.app.cls,
+            name=self.name,
+            start=start,
+            from_version=from_declared,
+            records=records,
+        )
 
     def _released_upto(self, reader: LogReader) -> int:
         """The last LSN whose emits the world has surely seen, from the released mark.

@@ -85,7 +85,27 @@ class EffectInput(TypedDict, total=False):
     err: list[Any]
 
 
-Input = StartInput | PeerCallInput | OutsideCallInput | ReplyInput | TimerInput | EffectInput
+class UpgradeInput(TypedDict):
+    k: Literal["upgrade"]
+    prev: str
+    to: str
+    fv: int | None
+    tv: int | None
+
+
+"""An upgrade step: from here on the code of version ``to`` runs, its state migrated from that
+of ``prev`` (declared versions ``fv`` and ``tv``, None where the app declares none). Not
+``from``: that key names a peer that sent an input."""
+
+Input = (
+    StartInput
+    | PeerCallInput
+    | OutsideCallInput
+    | ReplyInput
+    | TimerInput
+    | EffectInput
+    | UpgradeInput
+)
 
 # -- step records -------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from logformat import (
     TrimRefusedError,
     TrimReport,
     VerifyReport,
+    code_path,
     read_meta,
     trim_log,
     verify_log,
@@ -132,7 +133,12 @@ def gather_info(log_dir: Path) -> dict[str, Any]:
         "app": meta.app,
         "code_version": meta.code_version,
         "versions": [
-            {"from_lsn": v.from_lsn, "app": v.app, "code_version": v.code_version}
+            {
+                "from_lsn": v.from_lsn,
+                "app": v.app,
+                "code_version": v.code_version,
+                "code_kept": code_path(log_dir, v.code_version).is_file(),
+            }
             for v in meta.versions
         ],
         "log_id": meta.log_id,
@@ -206,9 +212,13 @@ def info_rows(info: dict[str, Any]) -> list[Row]:
         ("app", info["app"]),
         ("code version", f"{info['code_version']}{since}"),
     ]
-    if len(versions) > 1:
-        history = [f"from LSN {v['from_lsn']}: {v['app']} @ {v['code_version']}" for v in versions]
-        rows.append(("history", "\n".join(history)))
+    if versions:
+        history = [
+            f"from LSN {v['from_lsn']}: {v['app']} @ {v['code_version']}"
+            + ("" if v["code_kept"] else " (code not kept: written before code was kept)")
+            for v in versions
+        ]
+        rows.append(("code history" if len(versions) > 1 else "code", "\n".join(history)))
     records = info["records"]
     lsns = (
         f"{info['first_lsn']}..{info['last_lsn']} ({plural(records, 'record')})"

@@ -63,6 +63,17 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="checkpoint after this much log since the last one (default: %(default)g)",
     )
     p.add_argument(
+        "--upgrade-check",
+        choices=["default", "strict", "warn", "off"],
+        default="default",
+        help=(
+            "when the code differs from the code the log ran last, re-execute the steps since "
+            "the last checkpoint with it before upgrading: default refuses only when it raises "
+            "where the recorded code did not, strict refuses any difference, warn never "
+            "refuses, off skips the check (default: %(default)s)"
+        ),
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
         help="pickle state in checkpoints (default: msgpack only; loading a pickle runs code)",
@@ -120,6 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
         ),
         key_retention=args.key_retention_hours * 3600,
         emit_tagged=args.emit_tagged,
+        upgrade_check=args.upgrade_check,
     )
     home = Home(Path(args.home))
     return asyncio.run(_serve(Node(app, name=args.name, home=home, config=config)))

@@ -152,7 +152,16 @@ def test_an_unknown_subcommand_is_one_line_exit_2() -> None:
 
 
 def test_commands_come_from_entry_points_the_runtimes_first() -> None:
-    assert _choices(build_parser()) == ["run", "call", "status", "stop", "log", "debug", "replay"]
+    assert _choices(build_parser()) == [
+        "run",
+        "call",
+        "status",
+        "stop",
+        "log",
+        "debug",
+        "replay",
+        "upgrade",
+    ]
 
 
 def test_a_command_that_fails_to_load_is_named_and_the_rest_still_work(

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime._apps import load_app
+from runtime._codestore import declared_version as app_version
+from runtime._versions import MigrationError, migrate_state
 
 from ._compare import FieldDiff
-from ._migrate import MigrationError, app_version, migrate_state
 from ._old import OldCodeError, old_app_for
 from ._report import instance_text
 from ._rules import AllowRule, RuleError, parse_rule, parse_rules

@@ -17,19 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from replayer._diff import diff_states, format_path
-from runtime._executor import _same_but_error_lsns
+from runtime._executor import EFFECT_KEYS as RECORD_KEYS
+from runtime._executor import same_but_error_lsns
 
-# The record keys runtime._executor.compare_effects compares, in its order, with the effect
-# kind each one is called by (``out`` is split per message).
-EFFECT_KEYS: tuple[tuple[str, str], ...] = (
-    ("nd", "nd"),
-    ("out", "calls"),
-    ("emit", "emits"),
-    ("rep", "results"),
-    ("tim", "timers"),
-    ("tcx", "cancelled"),
-    ("fx", "side_effects"),
-)
+# The record keys the runtime compares (in its order), with the effect kind each one is called
+# by in --allow rules (``out`` is split per message).
+_KIND_OF = {
+    "nd": "nd",
+    "out": "calls",
+    "emit": "emits",
+    "rep": "results",
+    "tim": "timers",
+    "tcx": "cancelled",
+    "fx": "side_effects",
+}
+EFFECT_KEYS: tuple[tuple[str, str], ...] = tuple((key, _KIND_OF[key]) for key, _ in RECORD_KEYS)
 KINDS = ("nd", "calls", "replies", "emits", "results", "timers", "cancelled", "side_effects")
 EXTRA_KINDS = ("state", "error")  # a migration check's state; code that raised out of a step
 KEY_ALIASES: dict[str, tuple[str, ...]] = {
@@ -83,7 +85,7 @@ def effect_diffs(recorded: dict[str, Any], produced: dict[str, Any]) -> list[Fie
     for key, kind in EFFECT_KEYS:
         expected = recorded.get(key, [])
         actual = produced.get(key, [])
-        if expected == actual or _same_but_error_lsns(key, expected, actual):
+        if expected == actual or same_but_error_lsns(key, expected, actual):
             continue
         for change in diff_states(expected, actual):
             path = (key, *change.path)

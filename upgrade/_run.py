@@ -30,13 +30,14 @@ from typing import Any
 from logformat import LogReader
 from replayer._trace import snapshot_value
 from runtime._apps import LoadedApp
+from runtime._codestore import declared_version as app_version
 from runtime._errors import ImmortalsError
 from runtime._executor import app_state
 from runtime._replica import Replica
 from runtime._schema import read_checkpoint
+from runtime._versions import migrate_state
 
 from ._compare import FieldDiff, effect_diffs, state_diffs
-from ._migrate import app_version, migrate_state
 from ._old import OldCodeError, old_app_for
 from ._rules import AllowRule, mark_allowed, step_method
 from ._step import CountedLine, Ran, effect_line, parting_lines, run_step

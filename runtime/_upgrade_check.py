@@ -1,0 +1,129 @@
+"""The check a restart with new code runs before it upgrades: recent history through the new code.
+
+Before an instance takes new code, the steps since its last checkpoint are re-executed with that
+code, from the checkpoint's state migrated to it, each with its recorded input and recorded
+non-determinism, and what the new code does is compared with what the log says happened. The
+answer is one summary line, and a policy (``--upgrade-check``) decides whether it refuses the
+start: ``strict`` refuses any difference, ``warn`` never refuses, and the default refuses only
+when the new code *raises* where the recorded code did not (a crash in waiting), since a
+changed result is often the point of the change. ``off`` skips the check.
+
+This is the small, in-process sibling of ``immortals upgrade test``, which checks any range of
+any number of logs and explains every difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ._api import Immortal
+from ._errors import ImmortalsError
+from ._executor import app_state, compare_effects
+from ._replica import Replica
+from ._schema import CheckpointPayload, StepRecord
+from ._versions import migrate_state
+
+POLICIES: Final = ("strict", "warn", "off", "default")
+MAX_CHECKED: Final = 100_000  # steps re-executed at most (the oldest after the checkpoint)
+
+
+@dataclass(slots=True)
+class CheckSummary:
+    first: int = 0
+    last: int = 0
+    equal: int = 0
+    differ: int = 0
+    newly_raising: int = 0
+    examples: list[str] = field(default_factory=list)  # the first few differences, one line each
+
+    @property
+    def checked(self) -> int:
+        return self.equal + self.differ
+
+    def line(self) -> str:
+        if not self.checked:
+            return "no recorded steps to check the new code against"
+        span = f"steps {self.first}..{self.last}"
+        text = f"the new code re-executes {span} of history: {self.equal} the same, {self.differ} differ"
+        if self.newly_raising:
+            text += f" ({self.newly_raising} now raise where the recorded code did not)"
+        if self.examples:
+            text += f"; first: {self.examples[0]}"
+        return text
+
+    def refuses(self, policy: str) -> bool:
+        if policy == "strict":
+            return self.differ > 0
+        if policy in ("warn", "off"):
+            return False
+        return self.newly_raising > 0
+
+
+def check_new_code(
+    new_cls: type[Immortal],
+    *,
+    name: str,
+    start: tuple[CheckpointPayload, int] | None,
+    from_version: int | None,
+    records: Iterable[tuple[int, StepRecord]],
+) -> CheckSummary:
+    """Re-execute ``records`` with ``new_cls`` from ``start`` (a checkpoint's payload and LSN,
+    or None for the log's beginning) and count what differs from the log."""
+    replica = Replica(new_cls, name=name)
+    executor = replica.executor
+    if start is not None:
+        payload, _lsn = start
+        replica.restore(payload)
+        if executor.app is not None:
+            state = migrate_state(new_cls, app_state(executor.app), from_version)
+            app = new_cls.__new__(new_cls)
+            app.__dict__.update(state)
+            executor.app = app
+    summary = CheckSummary()
+    for count, (lsn, record) in enumerate(records):
+        if count >= MAX_CHECKED:
+            break
+        if record["in"]["k"] == "upgrade":
+            break  # the recorded history switches code here: the check ends with it
+        summary.first = summary.first or lsn
+        summary.last = lsn
+        produced: dict[str, Any] | None = None
+        try:
+            produced = executor.execute(
+                record["in"],  # type: ignore[arg-type]
+                lsn=lsn,
+                recorded=record,  # type: ignore[arg-type]
+                compare=False,
+            )
+            compare_effects(record, produced, lsn=lsn, instance=name)  # type: ignore[arg-type]
+        except ImmortalsError as exc:
+            summary.differ += 1
+            if _raises_newly(record, produced):
+                summary.newly_raising += 1
+            if len(summary.examples) < 3:
+                summary.examples.append(f"LSN {lsn}: {_short(exc)}")
+        else:
+            summary.equal += 1
+        replica.streams.apply(record)  # type: ignore[arg-type]  # the log's numbering goes on
+    return summary
+
+
+def _failures(record: Any) -> int:
+    if not isinstance(record, dict):
+        return 0
+    failed = sum(1 for entry in record.get("rep", ()) if entry[1] is False)
+    failed += sum(1 for m in record.get("out", ()) if m[2] == "r" and m[4] is False)
+    return failed + len(record.get("fail", ()))
+
+
+def _raises_newly(recorded: StepRecord, produced: Any) -> bool:
+    return produced is not None and _failures(produced) > _failures(recorded)
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    cut = text.find(". The handler depends")
+    text = text[:cut] if cut > 0 else text
+    return text if len(text) <= 160 else text[:157] + "..."
