@@ -33,7 +33,7 @@ demo: $(RUNTIME)
 
 lint: $(DEV)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check logformat runtime replayer debugger
+	$(BIN)/ruff format --check logformat runtime replayer debugger upgrade
 
 typecheck: $(DEV)
 	$(BIN)/mypy

@@ -198,6 +198,7 @@ class Replayer:
             self.code = CodeBook(
                 self.log_dir, meta, at_hand=lambda: resolve_app(meta.app, self.log_dir).cls
             )
+            self.code.load_all()
             latest = self.code.app_for(meta.code_version)
             self.app = LoadedApp(
                 meta.app, latest, CodeBundle(meta.code_version, b"", declared_version(latest))

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from logformat import pack_value, unpack_value
+from runtime._codestore import CODE_FILE_PREFIX
 
 _REPR_LIMIT = 200
 
@@ -61,7 +62,7 @@ def is_user_code(filename: str) -> bool:
     known = _USER_FILE_CACHE.get(filename)
     if known is None:
         if filename.startswith("<"):
-            known = False
+            known = filename.startswith(CODE_FILE_PREFIX)  # recorded app code, from the log
         else:
             resolved = str(Path(filename).resolve())
             known = not any(resolved.startswith(root) for root in _SKIPPED)

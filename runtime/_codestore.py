@@ -241,9 +241,12 @@ def _read(blob: bytes, *, where: str) -> dict[str, Any]:
 # -- loading ----------------------------------------------------------------------------------------
 
 
+CODE_FILE_PREFIX: Final = "<immortals code "
+
+
 def code_filename(version: str, path: str) -> str:
     """The file name a bundle module's code objects carry (and linecache knows)."""
-    return f"<immortals code {version}: {path}>"
+    return f"{CODE_FILE_PREFIX}{version}: {path}>"
 
 
 class _BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

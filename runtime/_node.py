@@ -204,6 +204,7 @@ class Node:
         app_cls = self.app.cls
         book = self._code_book = CodeBook(log_dir, self._writer.meta, at_hand=lambda: app_cls)
         book.keep(self.app.bundle, self.app.cls)  # before any step runs it
+        book.load_all()
         coordinator = self.coordinator
         coordinator.executor.code_for = book.app_for
         checkpoint_lsn: int | None = None

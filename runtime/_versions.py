@@ -95,6 +95,12 @@ class CodeBook:
         self._classes[version] = cls
         return cls
 
+    def load_all(self) -> None:
+        """Load the code of every version the log lists, now: an upgrade step asks for its
+        version's class while a handler's sandbox is up, where reading files is refused."""
+        for entry in self.meta.versions:
+            self.app_for(entry.code_version)
+
     def keep(self, bundle: CodeBundle, cls: type[Immortal]) -> None:
         """Keep the code at hand in the log (before any step runs it) and remember its class."""
         store_code(self.log_dir, bundle.version, bundle.blob)

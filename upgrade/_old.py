@@ -1,9 +1,10 @@
 """Which code recorded a step: the one place that answers it.
 
-Until the log keeps the source of every version it ran (issue 14, part 1), the recorded code is
-the app the log's metadata names for that LSN, imported from where it is today, and accepted
-only if its code version is still the recorded one (an edited file is not the code that ran).
-When the code store lands, only :func:`old_app_for` changes.
+The log keeps the source of every code version it ran (``runtime._versions.CodeBook`` reads
+it), so the recorded code is loaded from the log itself, whatever the files on disk say today.
+A log written before code was kept falls back to the app its metadata names, imported from
+where it is now, and accepted only if its code version is still the recorded one (an edited
+file is not the code that ran). ``--old-app`` overrides both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from logformat import LogReader
 from replayer._replayer import resolve_app
 from runtime._apps import LoadedApp, load_app
+from runtime._codestore import CodeBundle, declared_version
 from runtime._errors import AppLoadError, ImmortalsError
+from runtime._versions import CodeBook
 
 
 class OldCodeError(ImmortalsError):
@@ -23,8 +26,8 @@ class OldCodeError(ImmortalsError):
 def old_app_for(log_dir: Path, lsn: int, *, override: str | None = None) -> LoadedApp:
     """The app that executed step ``lsn`` of the log in ``log_dir``.
 
-    ``override`` (``--old-app``) is taken as given: the user vouches for it. Otherwise the
-    metadata's version history names the app in effect at ``lsn``.
+    ``override`` (``--old-app``) is taken as given: the user vouches for it. Otherwise the code
+    the log keeps for the version in effect at ``lsn``.
     """
     if override is not None:
         return load_app(override)
@@ -33,19 +36,29 @@ def old_app_for(log_dir: Path, lsn: int, *, override: str | None = None) -> Load
         meta = reader.meta
     finally:
         reader.close()
-    spec, version = meta.app, meta.code_version
-    for entry in meta.versions:
-        if entry.from_lsn <= lsn:
-            spec, version = entry.app, entry.code_version
+    book = CodeBook(log_dir, meta)
+    version = book.version_at(lsn)
+    spec = next((v.app for v in reversed(meta.versions) if v.from_lsn <= lsn), meta.app)
+    try:
+        cls = book.app_for(version)
+    except AppLoadError:
+        return _from_disk(log_dir, spec, version, lsn)
+    return LoadedApp(spec, cls, CodeBundle(version, b"", declared_version(cls)))
+
+
+def _from_disk(log_dir: Path, spec: str, version: str, lsn: int) -> LoadedApp:
+    """A log that keeps no code: the named app, if it is still the code that ran."""
     try:
         loaded = resolve_app(spec, log_dir)
     except AppLoadError as exc:
         raise OldCodeError(
-            f"the recorded code {spec!r} cannot be imported ({exc}); pass --old-app"
+            f"the log keeps no code for step {lsn} and {spec!r} cannot be imported ({exc}); "
+            "pass --old-app"
         ) from None
     if loaded.code_version != version:
         raise OldCodeError(
-            f"{spec} has changed since it recorded step {lsn} (code version "
-            f"{loaded.code_version[:12]}, recorded {version[:12]}); pass the old code as --old-app"
+            f"the log keeps no code for step {lsn}, and {spec} has changed since it ran (code "
+            f"version {loaded.code_version[:12]}, recorded {version[:12]}); pass the old code "
+            "as --old-app"
         )
     return loaded

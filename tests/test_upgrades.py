@@ -1,0 +1,184 @@
+"""Code that changes (issue 14, part 1): the log keeps every version's code, and a restart with
+new code is an upgrade step, in real instance processes.
+
+Each test edits one app file in place between starts, as a developer does; the log must then
+re-execute every part of history with the code that ran it, not with the file on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from logformat import LogReader
+from runtime import connect
+from tests._instances import Cluster, Instance, run_cli
+
+V1 = """
+from runtime import Immortal, rpc
+
+class Counter(Immortal):
+    def __init__(self) -> None:
+        self.count = 0
+
+    @rpc
+    def inc(self) -> int:
+        self.count += 1
+        return self.count
+"""
+
+FEE = V1.replace("self.count += 1", "self.count += 1 + 10  # a fee")
+
+V2 = """
+from runtime import Immortal, rpc
+
+class Counter(Immortal):
+    version = 2
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @classmethod
+    def migrate(cls, state: dict, from_version: int | None) -> dict:
+        if from_version is None:  # the first version, which declared none, said "count"
+            state = {"total": state.pop("count")}
+        return state
+
+    @rpc
+    def inc(self) -> int:
+        self.total += 1
+        return self.total
+
+    @rpc
+    def double(self) -> int:  # new
+        return 2 * self.total
+"""
+
+V3 = V2.replace("version = 2", "version = 3").replace("self.total += 1\n", "self.total += 100\n")
+
+RAISES = V1.replace("self.count += 1", "self.count += 1\n        raise RuntimeError('oops')")
+
+
+def _start(instance: Instance, source: str) -> Instance:
+    """Write ``source`` into the instance's app file (an edit), then start it (again)."""
+    Path(instance.app.rpartition(":")[0]).write_text(source)
+    instance.start()
+    return instance
+
+
+def _calls(home: Path, method: str, n: int) -> list[object]:
+    with connect(home, timeout=20) as client:
+        return [client.call("counter", method) for _ in range(n)]
+
+
+def _inputs(home: Path) -> list[dict[str, object]]:
+    with LogReader(home / "logs" / "counter") as reader:
+        return [rec.value["in"] for rec in reader.records()]
+
+
+def test_a_restart_with_a_changed_handler_upgrades_instead_of_failing(tmp_path: Path) -> None:
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        first = _start(counter, V1)
+        assert _calls(home, "inc", 2) == [1, 2]
+        assert first.stop() == 0
+        second = _start(counter, FEE)  # the newcomer's case: a fee added to a handler
+        assert _calls(home, "inc", 1) == [13]  # served by the new code
+        line = [ln for ln in second.stderr if ": upgrade sha256:" in ln][-1]
+        assert "1 the same, 2 differ" in line  # its check re-executed steps 1..3
+        assert second.stop() == 0
+    finally:
+        cluster.stop_all()
+    kinds = [inp["k"] for inp in _inputs(home)]
+    assert kinds == ["start", "call", "call", "upgrade", "call"]
+    verify = run_cli("replay", "counter", "--verify", home=home)  # with the recorded code
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert len(list((home / "logs" / "counter" / "code").glob("*.code"))) == 2
+
+
+def test_a_migration_reshapes_the_state_and_a_new_method_works(tmp_path: Path) -> None:
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        first = _start(counter, V1)
+        assert _calls(home, "inc", 3) == [1, 2, 3]
+        assert first.stop() == 0
+        second = _start(counter, V2)
+        assert _calls(home, "inc", 2) == [4, 5]  # nothing lost: count became total
+        assert _calls(home, "double", 1) == [10]
+        assert second.stop() == 0
+    finally:
+        cluster.stop_all()
+    upgrade = [inp for inp in _inputs(home) if inp["k"] == "upgrade"]
+    assert [(u["fv"], u["tv"]) for u in upgrade] == [(None, 2)]
+    state = run_cli("replay", "counter", "--state-at", "7", home=home)
+    assert state.returncode == 0 and json.loads(state.stdout) == {"total": 5}
+
+
+def test_new_code_that_raises_where_the_old_did_not_is_refused_and_nothing_is_logged(
+    tmp_path: Path,
+) -> None:
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        first = _start(counter, V1)
+        assert _calls(home, "inc", 2) == [1, 2]
+        assert first.stop() == 0
+        app.write_text(RAISES)
+        refused = run_cli("run", f"{app}:Counter", "--name", "counter", home=home, timeout=60)
+        assert refused.returncode != 0
+        lines = [ln for ln in refused.stderr.splitlines() if ln.startswith("immortals: error:")]
+        assert len(lines) == 1 and "refused" in lines[0] and "now raise" in lines[0]
+        assert "Traceback" not in refused.stderr
+        assert [inp["k"] for inp in _inputs(home)] == ["start", "call", "call"]  # untouched
+        counter.extra.extend(["--upgrade-check", "warn"])
+        taken = _start(counter, RAISES)
+        assert "upgrade" in [inp["k"] for inp in _inputs(home)]
+        assert taken.stop() == 0
+    finally:
+        cluster.stop_all()
+
+
+def test_a_log_spanning_two_upgrades_replays_each_part_with_its_own_code(tmp_path: Path) -> None:
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        for source, expected in ((V1, [1, 2]), (V2, [3]), (V3, [103])):
+            instance = _start(counter, source)
+            assert _calls(home, "inc", len(expected)) == expected
+            assert instance.stop() == 0
+    finally:
+        cluster.stop_all()
+    app.write_text(V1.replace("+= 1", "+= 7"))  # edited again: never ran, must not be used
+    verify = run_cli("replay", "counter", "--verify", home=home)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    info = run_cli("log", "info", "counter", "--json", home=home)
+    versions = json.loads(info.stdout)["versions"]
+    assert [v["from_lsn"] for v in versions] == [1, 4, 6] and all(v["code_kept"] for v in versions)
+
+    from debugger import DebuggerApp
+    from tests.test_debugger import SIZE, keys, settle
+
+    async def handlers() -> dict[int, list[str]]:
+        debugger = DebuggerApp(home / "logs" / "counter")
+        seen: dict[int, list[str]] = {}
+        async with debugger.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            for _ in range(1, 8):
+                view = debugger.view
+                if view is not None and view.handler is not None:
+                    seen[view.step.lsn] = view.handler.lines
+                await keys(pilot, "j")
+        return seen
+
+    seen = asyncio.run(handlers())
+    assert any("self.count += 1" in line for line in seen[2])  # v1, as it ran
+    assert any("self.total += 1" in line for line in seen[5])  # v2
+    assert any("self.total += 100" in line for line in seen[7])  # v3
+    assert not any("+= 7" in line for lines in seen.values() for line in lines)
