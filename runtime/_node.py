@@ -16,10 +16,12 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from logformat import (
@@ -82,6 +84,7 @@ class NodeConfig:
     heartbeat_seconds: float = 1.0
     sources: Sources | None = None
     upgrade_check: str = "default"  # strict | warn | off | default (refuse new exceptions only)
+    check_history: bool = True  # replay the steps since the last checkpoint after each one
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,9 @@ class Node:
         self._emit_stream = self.config.emit_stream or sys.stdout
         self._code_book: CodeBook | None = None
         self._upgrade: dict[str, Any] | None = None  # the upgrade step start() takes first
+        self._batch: Append | None = None  # the append in flight
+        self._checked_upto = 0  # the background replay check has covered the steps up to here
+        self._history_check: subprocess.Popen[bytes] | None = None
 
     @property
     def durable_lsn(self) -> int:
@@ -257,6 +263,7 @@ class Node:
             for note in book.fallbacks:
                 self.log(f"{self.name}: code version {note}")
             self._upgrade = self._prepare_upgrade(reader, checkpoint_lsn)
+            self._checked_upto = coordinator.next_lsn - 1  # recovery replayed (checked) these
             span = coordinator.unreleased(self._released_upto(reader))
             if span is not None:
                 for rec in reader.records(*span):
@@ -431,6 +438,7 @@ class Node:
 
     def _append(self, batch: Append) -> None:
         loop = asyncio.get_running_loop()
+        self._batch = batch
         if len(batch.records) <= INLINE_BATCH and batch.checkpoint is None:
             # A small batch (ping-pong traffic): handing it to the log thread and back costs more
             # than its fsync, and there is little to overlap with. Write it here.
@@ -473,9 +481,37 @@ class Node:
             self.stopping = True
             os._exit(70)  # nothing after this batch may be released; recovery redoes it
         faults.hit("after-fsync")
+        batch, self._batch = self._batch, None
         self.coordinator.advance(time.time())
         self.coordinator.append_done(fut.result())
         self._do()
+        if batch is not None and batch.checkpoint is not None:
+            self._check_history(batch.last_lsn)
+
+    def _check_history(self, checkpoint_lsn: int) -> None:
+        """Replay the steps since the previous checkpoint in a child process (see
+        ``_history_check``); one at a time, and skipped while the last one still runs."""
+        running = self._history_check
+        if running is not None and running.poll() is None:
+            return
+        first, self._checked_upto = self._checked_upto + 1, checkpoint_lsn
+        if first > checkpoint_lsn or not self.config.check_history:
+            return
+        root = str(Path(__file__).resolve().parent.parent)  # where this runtime is importable
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        self._history_check = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runtime._history_check",
+                str(self.home.log_dir(self.name)),
+                str(first),
+                str(checkpoint_lsn),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONPATH=path, IMMORTALS_FAULT=""),
+        )
 
     def _print_emits(self, lsn: int, emits: list[Any]) -> None:
         stream = self._emit_stream
@@ -724,6 +760,9 @@ class Node:
             self._released.close()
             self._released = None
         self._io.shutdown(wait=True)
+        if self._history_check is not None and self._history_check.poll() is None:
+            self._history_check.terminate()  # a report, not the log: the next start checks
+            self._history_check.wait(5)
         self.home.close()
 
 

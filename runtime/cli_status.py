@@ -26,6 +26,7 @@ from logformat import LogError, LogReader
 
 from ._cli_text import format_table, human_size
 from ._errors import InstanceError
+from ._history_check import read_result
 from ._home import Home, InstanceRecord, check_name, process_alive
 
 
@@ -74,10 +75,12 @@ def _instance_status(home: Home, name: str, record: InstanceRecord | None) -> di
         "last_lsn": None,
         "last_checkpoint": None,
         "log_bytes": None,
+        "replay_check": None,
         "problem": None,
     }
     if log_dir.is_dir():
         facts["log_bytes"] = _disk_usage(log_dir)
+        facts["replay_check"] = read_result(log_dir)
         try:
             with LogReader(log_dir) as reader:
                 facts["last_lsn"] = reader.last_lsn
@@ -117,12 +120,22 @@ def status_rows(instances: list[dict[str, Any]]) -> list[list[str]]:
             cell(i["last_lsn"]),
             cell(i["last_checkpoint"]),
             "-" if i["log_bytes"] is None else human_size(i["log_bytes"]),
+            _check_cell(i["replay_check"]),
         ]
         for i in instances
     ]
 
 
-_HEADERS = ["NAME", "STATE", "PID", "ADDRESS", "EPOCH", "LAST LSN", "CHECKPOINT", "LOG"]
+def _check_cell(check: dict[str, Any] | None) -> str:
+    """The background replay check, in a word: up to where it passed, or where it failed."""
+    if check is None:
+        return "-"
+    if check.get("ok"):
+        return f"ok to {check.get('last')}"
+    return f"DIVERGES at {check.get('lsn')}"
+
+
+_HEADERS = ["NAME", "STATE", "PID", "ADDRESS", "EPOCH", "LAST LSN", "CHECKPOINT", "LOG", "REPLAY"]
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -182,3 +182,31 @@ def test_a_log_spanning_two_upgrades_replays_each_part_with_its_own_code(tmp_pat
     assert any("self.total += 1" in line for line in seen[5])  # v2
     assert any("self.total += 100" in line for line in seen[7])  # v3
     assert not any("+= 7" in line for lines in seen.values() for line in lines)
+
+
+def test_a_handler_reading_the_real_clock_is_reported_within_a_checkpoint_interval(
+    tmp_path: Path,
+) -> None:
+    """The background replay check after each checkpoint, while the instance keeps serving."""
+    import time
+
+    home = tmp_path / "home"
+    cluster = Cluster(home)
+    try:
+        clocky = cluster.start(
+            "tests/apps/patterns.py:Clocky", "clocky", "--checkpoint-seconds", "0.3"
+        )
+        with connect(home, timeout=20) as client:
+            deadline = time.monotonic() + 20
+            while not any("background replay check" in line for line in clocky.stderr):
+                assert time.monotonic() < deadline, clocky.stderr
+                client.call("clocky", "stamp")  # each step's append may carry a checkpoint
+                time.sleep(0.1)
+            client.call("clocky", "stamp")  # still serving
+        line = next(ln for ln in clocky.stderr if "background replay check" in ln)
+        assert "does not replay (results differ)" in line and "self.now()" in line
+        status = run_cli("status", "--json", home=home)
+        (instance,) = json.loads(status.stdout)["instances"]
+        assert instance["replay_check"]["ok"] is False and instance["replay_check"]["lsn"] >= 2
+    finally:
+        cluster.stop_all()

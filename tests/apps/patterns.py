@@ -86,3 +86,17 @@ class Hanger(Immortal):
     @rpc
     def ping(self) -> str:
         return "pong"
+
+
+class Clocky(Immortal):
+    """Reads the real clock in a handler: live it works, replay gives another answer."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    @rpc
+    def stamp(self) -> float:
+        import time
+
+        self.stamps.append(time.time())  # wrong: self.now() is the recorded clock
+        return self.stamps[-1]
