@@ -74,6 +74,15 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     p.add_argument(
+        "--no-replay-check",
+        action="store_true",
+        help=(
+            "do not replay the steps since the previous checkpoint in a child process after "
+            "each checkpoint (default: replay them, and report a step the code does not "
+            "reproduce at once)"
+        ),
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
         help="pickle state in checkpoints (default: msgpack only; loading a pickle runs code)",
@@ -132,6 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
         key_retention=args.key_retention_hours * 3600,
         emit_tagged=args.emit_tagged,
         upgrade_check=args.upgrade_check,
+        check_history=not args.no_replay_check,
     )
     home = Home(Path(args.home))
     return asyncio.run(_serve(Node(app, name=args.name, home=home, config=config)))
