@@ -115,6 +115,8 @@ class ImmortalsPair:
             )
             assert proc.stderr is not None
             line = proc.stderr.readline().decode()
+            while line.startswith("immortals: warning:"):  # e.g. an older tree's missing command
+                line = proc.stderr.readline().decode()
             if "serving on" not in line:
                 raise SystemExit(f"bench: {name} did not start: {line}")
             self.procs.append(proc)
