@@ -72,10 +72,10 @@ class NondeterminismError(ImmortalsError):
     clock, an unseeded random number, a file, the network, iteration order of a set of objects
     hashed by address, or code that changed since the log was written. Use ``self.now()``,
     ``self.random()``, ``self.uuid()`` and ``await self.sleep()`` for non-determinism, and pass
-    outside data in as call arguments. If the code changed on purpose, the recorded history no
-    longer replays with it: run the code version the log recorded (``immortals log info NAME``
-    shows it), or start a new instance under another name. ``immortals replay NAME --verify``
-    lists every step the code at hand no longer reproduces.
+    outside data in as call arguments. The log keeps the code that ran each step and replays
+    with it, so editing the code does not cause this (a restart with new code is an upgrade);
+    only a log written before code was kept replays with the code at hand. ``immortals replay
+    NAME --verify`` lists every step that does not replay.
     """
 
     def __init__(self, *, lsn: int, instance: str, what: str, expected: Any, actual: Any) -> None:
@@ -87,9 +87,9 @@ class NondeterminismError(ImmortalsError):
         super().__init__(
             f"instance {instance!r}, step {lsn}: replay diverged in {what}: "
             f"recorded {expected!r}, replay produced {actual!r}. The handler depends on something "
-            "not recorded (real clock, unseeded randomness, I/O) or its code changed; if it "
-            "changed on purpose, run the code version the log recorded "
-            f"(`immortals log info {instance}` shows it) or start a new instance"
+            "not recorded (real clock, unseeded randomness, I/O; use self.now(), self.random()), "
+            "or, in a log written before code was kept, its code changed. `immortals replay "
+            f"{instance} --verify` lists every such step"
         )
 
 
