@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -85,6 +86,7 @@ class NodeConfig:
     sources: Sources | None = None
     upgrade_check: str = "default"  # strict | warn | off | default (refuse new exceptions only)
     check_history: bool = True  # replay the steps since the last checkpoint after each one
+    take_over: bool = False  # a live upgrade: follow the running instance's log, then replace it
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ class Node:
         self._batch: Append | None = None  # the append in flight
         self._checked_upto = 0  # the background replay check has covered the steps up to here
         self._history_check: subprocess.Popen[bytes] | None = None
+        self._warm = False  # the coordinator already replayed the log (a takeover followed it)
 
     @property
     def durable_lsn(self) -> int:
@@ -156,6 +159,8 @@ class Node:
     # -- start and recovery ---------------------------------------------------------------------
 
     async def start(self) -> StartupReport:
+        if self.config.take_over:
+            await self._follow_and_stop_the_running_one()
         started = time.perf_counter()
         self.secret = self.home.secret()
         self.epoch = self.home.next_epoch(self.name)
@@ -208,7 +213,10 @@ class Node:
             where = f" (pid {running.pid} at {running.address})" if running else ""
             raise InstanceError(f"instance {self.name!r} is already running{where}") from None
         app_cls = self.app.cls
-        book = self._code_book = CodeBook(log_dir, self._writer.meta, at_hand=lambda: app_cls)
+        if self._code_book is None:
+            self._code_book = CodeBook(log_dir, self._writer.meta, at_hand=lambda: app_cls)
+        book = self._code_book
+        book.meta = self._writer.meta
         book.keep(self.app.bundle, self.app.cls)  # before any step runs it
         book.load_all()
         coordinator = self.coordinator
@@ -226,10 +234,11 @@ class Node:
                 allow_pickle=self.config.coordinator.allow_pickle, failed=failed
             )
             # Each part of history re-executes with the code that ran it.
-            coordinator.executor.use_code(
-                book.app_for(book.version_at(found[0] if found is not None else 1))
-            )
-            if found is not None:
+            if not self._warm:
+                coordinator.executor.use_code(
+                    book.app_for(book.version_at(found[0] if found is not None else 1))
+                )
+            if found is not None and not self._warm:
                 checkpoint_lsn, payload, errors = found
                 skipped = [str(e) for e in errors]
                 where = f"checkpoint at LSN {checkpoint_lsn} of {log_dir}"
@@ -274,6 +283,70 @@ class Node:
             raise
         self._do()
         return checkpoint_lsn, replayed, skipped
+
+    async def _follow_and_stop_the_running_one(self) -> None:
+        """A live upgrade's first half: replay the running instance's log while it serves (with
+        its recorded code), check the new code over recent history (refusing leaves the running
+        instance untouched), then ask it to stop (SIGTERM: it drains, makes everything durable
+        and exits) and keep following until its writer lock is free. ``start`` then opens the
+        log and only replays the last few steps."""
+        log_dir = self.home.log_dir(self.name)
+        record = self.home.lookup(self.name)
+        if record is None or not self.home.is_running(self.name, record):
+            raise InstanceError(
+                f"{self.name!r} is not running, so there is nothing to take over: start it with "
+                f"`immortals run {self.app.spec} --name {self.name}` (a restart with new code "
+                "is an upgrade too)"
+            )
+        reader = LogReader(log_dir)
+        try:
+            app_cls = self.app.cls
+            book = self._code_book = CodeBook(log_dir, reader.meta, at_hand=lambda: app_cls)
+            book.load_all()
+            coordinator = self.coordinator
+            found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
+            coordinator.executor.code_for = book.app_for
+            coordinator.executor.use_code(book.app_at(found[0] if found is not None else 1))
+            checkpoint_lsn = None
+            if found is not None:
+                checkpoint_lsn, payload, _errors = found
+                where = f"checkpoint at LSN {checkpoint_lsn} of {log_dir}"
+                coordinator.restore(read_checkpoint(payload, where=where), checkpoint_lsn)
+            self._catch_up(reader)
+            old_version = reader.meta.code_version
+            if old_version != self.app.code_version and self.config.upgrade_check != "off":
+                old_cls = coordinator.executor.app_cls
+                summary = self._check_upgrade(reader, checkpoint_lsn, declared_version(old_cls))
+                what = f"{self.name}: live upgrade {old_version} -> {self.app.code_version}"
+                self.log(f"{what}: {summary.line()}")
+                if summary.refuses(self.config.upgrade_check):
+                    raise UpgradeError(
+                        f"{what} refused, and {self.name!r} goes on running: {summary.line()}. "
+                        f"See `immortals upgrade test {self.name} --app {self.app.spec}`, or "
+                        "pass --skip-test"
+                    )
+            self.config.upgrade_check = "off"  # checked just now, while the old one served
+            os.kill(record.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while self.home.is_running(self.name, record):
+                if time.monotonic() > deadline:
+                    raise InstanceError(
+                        f"{self.name!r} (pid {record.pid}) did not stop within 30 s of SIGTERM; "
+                        "it goes on running"
+                    )
+                self._catch_up(reader)
+                await asyncio.sleep(0.002)
+            self._catch_up(reader)
+            self._warm = True
+        finally:
+            reader.close()
+
+    def _catch_up(self, reader: LogReader) -> None:
+        """Apply the steps the running instance made durable since the last look."""
+        reader.refresh()
+        coordinator = self.coordinator
+        for rec in reader.records(coordinator.next_lsn):
+            coordinator.replay(rec.value, rec.lsn)
 
     def _prepare_upgrade(
         self, reader: LogReader, checkpoint_lsn: int | None

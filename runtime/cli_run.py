@@ -144,10 +144,10 @@ def run_command(args: argparse.Namespace) -> int:
         check_history=not args.no_replay_check,
     )
     home = Home(Path(args.home))
-    return asyncio.run(_serve(Node(app, name=args.name, home=home, config=config)))
+    return asyncio.run(serve(Node(app, name=args.name, home=home, config=config)))
 
 
-async def _serve(node: Node) -> int:
+async def serve(node: Node) -> int:
     """Serve until SIGTERM or SIGINT, then stop cleanly: drain, close the log, exit 0.
 
     A second signal while draining is not caught again: SIGTERM then ends the process and

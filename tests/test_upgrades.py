@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from logformat import LogReader
@@ -208,5 +209,98 @@ def test_a_handler_reading_the_real_clock_is_reported_within_a_checkpoint_interv
         status = run_cli("status", "--json", home=home)
         (instance,) = json.loads(status.stdout)["instances"]
         assert instance["replay_check"]["ok"] is False and instance["replay_check"]["lsn"] >= 2
+    finally:
+        cluster.stop_all()
+
+
+def _call_in_a_loop(home: Path, n: int, out: dict[str, object]) -> None:
+    """Call ``inc`` n times with keys of our own; note the results and the longest gap."""
+    import time
+
+    got: list[object] = []
+    longest = 0.0
+    with connect(home, timeout=30) as client:
+        last = time.monotonic()
+        for i in range(n):
+            got.append(client.call("counter", "inc", key=f"loop-{i}"))
+            now = time.monotonic()
+            longest, last = max(longest, now - last), now
+    out.update(results=got, longest=longest)
+
+
+def test_a_live_upgrade_loses_nothing_while_a_client_calls_in_a_loop(tmp_path: Path) -> None:
+    """Part 3: v1 -> v2 (a migration, a new method) under a calling client."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests._instances import REPO
+
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    old = cluster.add(f"{app}:Counter", "counter")
+    new_app = tmp_path / "app_v2.py"
+    new_app.write_text(V2)
+    out: dict[str, object] = {}
+    taker: subprocess.Popen[bytes] | None = None
+    try:
+        _start(old, V1)
+        caller = threading.Thread(target=_call_in_a_loop, args=(home, 3000, out))
+        caller.start()
+        time.sleep(0.5)  # the loop is under way
+        with open(tmp_path / "taker.err", "wb") as err:
+            taker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "runtime",
+                    "--home",
+                    str(home),
+                    "upgrade",
+                    "live",
+                    "counter",
+                    "--app",
+                    f"{new_app}:Counter",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+                cwd=REPO,
+            )
+        caller.join(120)
+        assert old.proc is not None and old.proc.wait(30) == 0  # the old one stopped cleanly
+        results = out["results"]
+        assert results == list(range(1, 3001))  # no gap, no duplicate
+        print(
+            f"longest gap between replies during the live upgrade: {out['longest'] * 1000:.0f} ms"
+        )
+        assert _calls(home, "double", 1) == [6000]  # the new method, on the migrated state
+        lines = (tmp_path / "taker.err").read_text().splitlines()
+        assert any(": live upgrade sha256:" in line and "0 differ" in line for line in lines)
+    finally:
+        if taker is not None:
+            taker.terminate()
+            taker.wait(30)
+        cluster.stop_all()
+    kinds = [inp["k"] for inp in _inputs(home)]
+    assert kinds.count("upgrade") == 1 and kinds.count("call") == 3001
+
+
+def test_a_live_upgrade_that_fails_its_check_leaves_the_old_one_serving(tmp_path: Path) -> None:
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    old = cluster.add(f"{app}:Counter", "counter")
+    bad = tmp_path / "bad.py"
+    bad.write_text(RAISES)
+    try:
+        _start(old, V1)
+        assert _calls(home, "inc", 2) == [1, 2]
+        refused = run_cli("upgrade", "live", "counter", "--app", f"{bad}:Counter", home=home)
+        assert refused.returncode != 0
+        errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("immortals: error:")]
+        assert len(errors) == 1 and "goes on running" in errors[0], refused.stderr
+        assert _calls(home, "inc", 1) == [3]  # the old one, untouched
+        assert old.proc is not None and old.proc.poll() is None
     finally:
         cluster.stop_all()

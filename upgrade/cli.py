@@ -51,6 +51,25 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "new code and reports every step where it would have behaved differently.",
     )
     sub = p.add_subparsers(dest="upgrade_command", metavar="COMMAND", required=True)
+    live = sub.add_parser(
+        "live",
+        help="replace a running instance by NEW, nothing lost, callers unaware",
+        description="Start NEW beside the running instance: it follows the instance's log while "
+        "the old one serves, checks NEW over the steps since the last checkpoint (refusing "
+        "leaves the old one running), then asks it to stop (it drains and exits), replays the "
+        "last steps, logs the upgrade step and serves. Callers reconnect by themselves.",
+    )
+    live.add_argument("name", metavar="NAME", help="the running instance")
+    live.add_argument(
+        "--app", required=True, metavar="NEW", help="path/to/file.py:Class or module:Class"
+    )
+    live.add_argument(
+        "--skip-test", action="store_true", help="take over without checking NEW (default: check)"
+    )
+    live.add_argument(
+        "--port", type=int, default=0, help="TCP port (default: %(default)s, any free port)"
+    )
+    live.set_defaults(handler=live_command)
     t = sub.add_parser(
         "test",
         help="replay recorded inputs through NEW and compare effects step by step",
@@ -216,3 +235,23 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("replaying through the new code", total=total)
         yield lambda lsn: progress.advance(task)
+
+
+def live_command(args: argparse.Namespace) -> int:
+    """``immortals upgrade live NAME --app NEW``: this process becomes the instance."""
+    import asyncio
+
+    from runtime._coordinator import CoordinatorConfig
+    from runtime._home import Home, check_name
+    from runtime._node import Node, NodeConfig
+    from runtime.cli_run import serve
+
+    app = load_app(args.app)
+    config = NodeConfig(
+        port=args.port,
+        coordinator=CoordinatorConfig(),
+        take_over=True,
+        upgrade_check="off" if args.skip_test else "default",
+    )
+    node = Node(app, name=check_name(args.name), home=Home(Path(args.home)), config=config)
+    return asyncio.run(serve(node))

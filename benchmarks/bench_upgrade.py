@@ -1,0 +1,139 @@
+"""The pause a live upgrade causes: the longest gap between replies seen by a client calling in
+a loop while ``immortals upgrade live`` replaces the instance, over repeated upgrades.
+
+    python -m benchmarks.bench_upgrade [--upgrades 20]
+
+Each round writes a new version of a counter (the same behaviour, another code version) and
+takes over the running instance with it; a client thread calls ``inc`` in a loop throughout,
+and the longest gap between two of its replies around each takeover is that round's pause.
+The issue's goal: p50 under 200 ms on this machine. The table is printed and saved under
+``benchmarks/results/`` (``upgrade_bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._report import Column, render
+from benchmarks.bench_rpc import REPO
+
+APP = """
+from runtime import Immortal, rpc
+
+class Counter(Immortal):  # round {n}
+    def __init__(self) -> None:
+        self.count = 0
+
+    @rpc
+    def inc(self) -> int:
+        self.count += 1
+        return self.count
+"""
+
+
+def _immortals(home: Path, *args: str, err: Path) -> subprocess.Popen[bytes]:
+    with open(err, "ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runtime", "--home", str(home), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            cwd=REPO,
+        )
+
+
+def _wait_for(path: Path, text: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or path.read_text().count(text) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no {text!r} in {path} after {timeout:g} s")
+        time.sleep(0.01)
+
+
+def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
+    from runtime import connect
+
+    with tempfile.TemporaryDirectory(prefix="immortals-upgrade-") as tmp:
+        place = Path(tmp)
+        home, err = place / "home", place / "instances.err"
+        app = place / "app0.py"
+        app.write_text(APP.format(n=0))
+        procs = [_immortals(home, "run", f"{app}:Counter", "--name", "counter", err=err)]
+        _wait_for(err, " serving on ", 1)
+        replies: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def call() -> None:
+            with connect(home, timeout=60) as client:
+                i = 0
+                while not stop.is_set():
+                    value = client.call("counter", "inc", key=f"c{i}")
+                    replies.append((time.monotonic(), value))
+                    i += 1
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        rows: list[dict[str, Any]] = []
+        try:
+            for n in range(1, upgrades + 1):
+                time.sleep(0.3)
+                app = place / f"app{n}.py"
+                app.write_text(APP.format(n=n))
+                began = time.monotonic()
+                taker = _immortals(
+                    home, "upgrade", "live", "counter", "--app", f"{app}:Counter", err=err
+                )
+                procs.append(taker)
+                _wait_for(err, " serving on ", n + 1)
+                time.sleep(0.3)  # replies after the takeover
+                window = [t for t, _ in replies if t >= began - 0.05]
+                gaps = [b - a for a, b in itertools.pairwise(window)]
+                rows.append({"round": n, "pause_ms": max(gaps) * 1000 if gaps else None})
+                print(f"upgrade {n}: longest gap {rows[-1]['pause_ms']:.0f} ms", file=sys.stderr)
+        finally:
+            stop.set()
+            caller.join(60)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(30)
+        values = [v for _, v in replies]
+        if values != list(range(1, len(values) + 1)):
+            raise SystemExit("bench: the replies were not exactly 1..N: something was lost")
+    pauses = [r["pause_ms"] for r in rows if r["pause_ms"] is not None]
+    p50 = statistics.median(pauses)
+    verdict = "PASS" if p50 < 200 else "MISS"
+    render(
+        "upgrade_bench",
+        f"live upgrade pause over {upgrades} upgrades (goal: p50 under 200 ms)",
+        [
+            Column("round", "upgrade"),
+            Column("pause_ms", "longest gap between replies, ms", "{:.0f}"),
+        ],
+        [*rows, {"round": "p50", "pause_ms": p50}, {"round": "max", "pause_ms": max(pauses)}],
+        out_dir=out_dir,
+        notes=[f"{len(values)} replies, exactly 1..N; p50 {p50:.0f} ms: {verdict}"],
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the pause of a live upgrade")
+    parser.add_argument("--upgrades", type=int, default=20, help="upgrades to time (20)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    run(args.upgrades, args.out)
+
+
+if __name__ == "__main__":
+    main()
