@@ -11,6 +11,10 @@ itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
 ``mid-checkpoint``  half of a checkpoint file is written (under its temporary name)
 ``before-effect``   a side effect's asking step is durable; its function has not been called
 ``after-effect``    a side effect's function returned; its outcome is not executed or logged
+``takeover-follow`` a live upgrade followed the log and checked the new code; the old process
+                    has not been asked to stop
+``takeover-locked`` a live upgrade saw the old process stop (its lock is free); the log is not
+                    opened yet
 
 SIGKILL, not an exception: nothing may run after the fault (no ``finally``, no flush), exactly as
 when a machine loses power or the kernel's OOM killer strikes.
@@ -31,6 +35,8 @@ POINTS: Final = (
     "mid-checkpoint",
     "before-effect",
     "after-effect",
+    "takeover-follow",
+    "takeover-locked",
 )
 
 

@@ -326,7 +326,9 @@ class Node:
                         "pass --skip-test"
                     )
             self.config.upgrade_check = "off"  # checked just now, while the old one served
-            os.kill(record.pid, signal.SIGTERM)
+            faults.hit("takeover-follow")
+            with contextlib.suppress(ProcessLookupError):  # it died already: its lock is free
+                os.kill(record.pid, signal.SIGTERM)
             deadline = time.monotonic() + 30
             while self.home.is_running(self.name, record):
                 if time.monotonic() > deadline:
@@ -336,6 +338,7 @@ class Node:
                     )
                 self._catch_up(reader)
                 await asyncio.sleep(0.002)
+            faults.hit("takeover-locked")
             self._catch_up(reader)
             self._warm = True
         finally:

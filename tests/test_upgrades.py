@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from logformat import LogReader
 from runtime import connect
 from tests._instances import Cluster, Instance, run_cli
@@ -304,3 +306,73 @@ def test_a_live_upgrade_that_fails_its_check_leaves_the_old_one_serving(tmp_path
         assert old.proc is not None and old.proc.poll() is None
     finally:
         cluster.stop_all()
+
+
+@pytest.mark.parametrize(
+    ("fault", "then"),
+    [
+        ("takeover-follow", "old serves"),  # the new one dies before asking the old to stop
+        ("takeover-locked", "restart new"),  # ...after the old stopped, before opening the log
+        ("after-fsync:1", "restart new"),  # ...with the upgrade step durable, nothing released
+    ],
+)
+def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
+    tmp_path: Path, fault: str, then: str
+) -> None:
+    """Afterwards exactly one version serves (a restart where none does), and the calling
+    client's results are exactly 1..N: nothing lost, nothing doubled."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests._instances import REPO
+
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    new_app = tmp_path / "app_v2.py"
+    new_app.write_text(V2)
+    cluster = Cluster(home)
+    old = cluster.add(f"{app}:Counter", "counter")
+    out: dict[str, object] = {}
+    try:
+        _start(old, V1)
+        caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
+        caller.start()
+        time.sleep(0.3)
+        env = dict(os.environ, PYTHONPATH=str(REPO), IMMORTALS_FAULT=fault)
+        taker = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runtime",
+                "--home",
+                str(home),
+                "upgrade",
+                "live",
+                "counter",
+                "--app",
+                f"{new_app}:Counter",
+            ],
+            capture_output=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert taker.returncode == -9, taker.stderr  # killed at the armed point
+        restarted = None
+        if then == "restart new":
+            assert old.proc is not None and old.proc.wait(30) == 0  # it had stopped cleanly
+            restarted = cluster.add(f"{new_app}:Counter", "counter")
+            restarted.start()
+        else:
+            assert old.proc is not None and old.proc.poll() is None  # untouched, serving
+        caller.join(120)
+        assert out.get("results") == list(range(1, 1501))
+        assert _calls(home, "inc", 1) == [1501]
+        status = json.loads(run_cli("status", "--json", home=home).stdout)["instances"]
+        assert [i["running"] for i in status] == [True]  # exactly one serves
+    finally:
+        cluster.stop_all()
+    kinds = [inp["k"] for inp in _inputs(home)]
+    assert kinds.count("upgrade") == (0 if then == "old serves" else 1)
+    assert kinds.count("call") == 1501
