@@ -13,6 +13,7 @@ itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
 ``after-effect``    a side effect's function returned; its outcome is not executed or logged
 ``takeover-follow`` a live upgrade followed the log and checked the new code; the old process
                     has not been asked to stop
+``stopping``        a clean stop began (SIGTERM): the server is closed, nothing is drained yet
 ``takeover-locked`` a live upgrade saw the old process stop (its lock is free); the log is not
                     opened yet
 
@@ -37,6 +38,7 @@ POINTS: Final = (
     "after-effect",
     "takeover-follow",
     "takeover-locked",
+    "stopping",
 )
 
 

@@ -817,6 +817,7 @@ class Node:
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        faults.hit("stopping")
         await self.drain()
         for link in self._links.values():
             link.close()

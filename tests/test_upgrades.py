@@ -314,6 +314,7 @@ def test_a_live_upgrade_that_fails_its_check_leaves_the_old_one_serving(tmp_path
         ("takeover-follow", "old serves"),  # the new one dies before asking the old to stop
         ("takeover-locked", "restart new"),  # ...after the old stopped, before opening the log
         ("after-fsync:1", "restart new"),  # ...with the upgrade step durable, nothing released
+        ("old:stopping", "new serves"),  # the old one dies as it begins to stop (SIGTERM)
     ],
 )
 def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
@@ -334,30 +335,28 @@ def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
     cluster = Cluster(home)
     old = cluster.add(f"{app}:Counter", "counter")
     out: dict[str, object] = {}
+    old_fault = fault.removeprefix("old:") if fault.startswith("old:") else ""
     try:
-        _start(old, V1)
+        Path(old.app.rpartition(":")[0]).write_text(V1)
+        old.start(fault=old_fault)
         caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
         caller.start()
         time.sleep(0.3)
-        env = dict(os.environ, PYTHONPATH=str(REPO), IMMORTALS_FAULT=fault)
-        taker = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "runtime",
-                "--home",
-                str(home),
-                "upgrade",
-                "live",
-                "counter",
-                "--app",
-                f"{new_app}:Counter",
-            ],
-            capture_output=True,
-            env=env,
-            cwd=REPO,
-            timeout=120,
-        )
+        env = dict(os.environ, PYTHONPATH=str(REPO), IMMORTALS_FAULT="" if old_fault else fault)
+        command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
+        command += ["counter", "--app", f"{new_app}:Counter"]
+        if then == "new serves":  # it takes over from an old one that died as it stopped
+            taker_proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+            assert old.proc is not None and old.proc.wait(30) == -9
+            caller.join(120)
+            assert out.get("results") == list(range(1, 1501))
+            assert _calls(home, "inc", 1) == [1501]
+            taker_proc.terminate()
+            assert taker_proc.wait(30) == 0
+            kinds = [inp["k"] for inp in _inputs(home)]
+            assert kinds.count("upgrade") == 1 and kinds.count("call") == 1501
+            return
+        taker = subprocess.run(command, capture_output=True, env=env, cwd=REPO, timeout=120)
         assert taker.returncode == -9, taker.stderr  # killed at the armed point
         restarted = None
         if then == "restart new":
