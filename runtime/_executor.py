@@ -497,9 +497,13 @@ class Executor:
             )
         if not self.quiescent:
             raise UpgradeError(f"{self.name}: an upgrade step while handlers are suspended")
-        new_cls = self.code_for(str(inp["to"]))
+        self.adopt(self.code_for(str(inp["to"])), inp.get("fv"))
+
+    def adopt(self, new_cls: type[Immortal], from_version: int | None) -> None:
+        """Run ``new_cls`` from now on, the app's state migrated from ``from_version``'s: the
+        one place an upgrade replaces the app object (the upgrade step, the upgrade check)."""
         if self.app is not None:
-            state = migrate_state(new_cls, app_state(self.app), inp.get("fv"))
+            state = migrate_state(new_cls, app_state(self.app), from_version)
             app = new_cls.__new__(new_cls)
             app.__dict__.update(state)
             self.app = app

@@ -233,16 +233,10 @@ class Node:
             found = reader.newest_checkpoint(
                 allow_pickle=self.config.coordinator.allow_pickle, failed=failed
             )
-            # Each part of history re-executes with the code that ran it.
-            if not self._warm:
-                coordinator.executor.use_code(
-                    book.app_for(book.version_at(found[0] if found is not None else 1))
-                )
-            if found is not None and not self._warm:
-                checkpoint_lsn, payload, errors = found
-                skipped = [str(e) for e in errors]
-                where = f"checkpoint at LSN {checkpoint_lsn} of {log_dir}"
-                coordinator.restore(read_checkpoint(payload, where=where), checkpoint_lsn)
+            if found is not None:
+                checkpoint_lsn, skipped = found[0], [str(e) for e in found[2]]
+            if not self._warm:  # a takeover restored its state while it followed the log
+                self._start_from(found, log_dir)
             if coordinator.next_lsn < reader.first_lsn:
                 # The steps before the log's first LSN were trimmed: replaying from a later one
                 # would run the app from a state it never had (``__init__`` and ``main`` again).
@@ -306,12 +300,7 @@ class Node:
             coordinator = self.coordinator
             found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
             coordinator.executor.code_for = book.app_for
-            coordinator.executor.use_code(book.app_at(found[0] if found is not None else 1))
-            checkpoint_lsn = None
-            if found is not None:
-                checkpoint_lsn, payload, _errors = found
-                where = f"checkpoint at LSN {checkpoint_lsn} of {log_dir}"
-                coordinator.restore(read_checkpoint(payload, where=where), checkpoint_lsn)
+            checkpoint_lsn = self._start_from(found, log_dir)
             self._catch_up(reader)
             old_version = reader.meta.code_version
             if old_version != self.app.code_version and self.config.upgrade_check != "off":
@@ -343,6 +332,20 @@ class Node:
             self._warm = True
         finally:
             reader.close()
+
+    def _start_from(self, found: tuple[int, Any, Any] | None, log_dir: Path) -> int | None:
+        """Load the newest checkpoint (``found``; None: the log's start) with the code that ran
+        it, as recovery and a takeover both begin; its LSN."""
+        book = self._code_book
+        assert book is not None
+        coordinator = self.coordinator
+        coordinator.executor.use_code(book.app_at(found[0] if found is not None else 1))
+        if found is None:
+            return None
+        lsn, payload, _errors = found
+        where = f"checkpoint at LSN {lsn} of {log_dir}"
+        coordinator.restore(read_checkpoint(payload, where=where), lsn)
+        return lsn
 
     def _catch_up(self, reader: LogReader) -> None:
         """Apply the steps the running instance made durable since the last look."""
@@ -405,6 +408,8 @@ class Node:
         """The new code over the steps since the last checkpoint (see ``_upgrade_check``)."""
         start = None
         if checkpoint_lsn is not None:
+            # Read again, not the payload recovery restored: the live app shares its objects,
+            # and the check must not change them.
             found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
             if found is not None:
                 lsn, payload, _errors = found

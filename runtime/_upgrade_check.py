@@ -20,10 +20,9 @@ from typing import Any, Final
 
 from ._api import Immortal
 from ._errors import ImmortalsError
-from ._executor import app_state, compare_effects
+from ._executor import compare_effects
 from ._replica import Replica
 from ._schema import CheckpointPayload, StepRecord
-from ._versions import migrate_state
 
 POLICIES: Final = ("strict", "warn", "off", "default")
 MAX_CHECKED: Final = 100_000  # steps re-executed at most (the oldest after the checkpoint)
@@ -76,11 +75,7 @@ def check_new_code(
     if start is not None:
         payload, _lsn = start
         replica.restore(payload)
-        if executor.app is not None:
-            state = migrate_state(new_cls, app_state(executor.app), from_version)
-            app = new_cls.__new__(new_cls)
-            app.__dict__.update(state)
-            executor.app = app
+        executor.adopt(new_cls, from_version)
     summary = CheckSummary()
     for count, (lsn, record) in enumerate(records):
         if count >= MAX_CHECKED:

@@ -68,8 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     dump = commands.add_parser("dump", help="one record a line")
     dump.add_argument("path", metavar="PATH", help=path_help)
-    dump.add_argument("--from", dest="from_lsn", type=_lsn, metavar="LSN", help="first LSN")
-    dump.add_argument("--to", dest="to_lsn", type=_lsn, metavar="LSN", help="last LSN")
+    dump.add_argument("--from", dest="from_lsn", type=lsn_argument, metavar="LSN", help="first LSN")
+    dump.add_argument("--to", dest="to_lsn", type=lsn_argument, metavar="LSN", help="last LSN")
     dump.add_argument("--json", action="store_true", help="one JSON object per record")
     dump.add_argument(
         "--follow", action="store_true", help="keep printing records as they are written"
@@ -83,7 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     trim = commands.add_parser("trim", help="drop old history (whole segments) below a point")
     trim.add_argument("path", metavar="PATH", help=path_help)
     point = trim.add_mutually_exclusive_group(required=True)
-    point.add_argument("--below", type=_lsn, metavar="LSN", help="drop segments wholly below LSN")
+    point.add_argument(
+        "--below", type=lsn_argument, metavar="LSN", help="drop segments wholly below LSN"
+    )
     point.add_argument(
         "--keep-checkpoints",
         type=_count,
@@ -96,7 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     trim.set_defaults(handler=trim_command)
 
 
-def _lsn(text: str) -> int:
+def lsn_argument(text: str) -> int:
+    """An LSN on the command line (1 or more); an argparse error line otherwise."""
     try:
         value = int(text)
     except ValueError:

@@ -22,6 +22,7 @@ from logformat._errors import LogError
 from replayer._replayer import open_log_dir
 from runtime._apps import load_app
 from runtime._errors import ImmortalsError
+from runtime.cli_log import lsn_argument
 
 from ._report import SUMMARY_HEADER, instance_text, summary_rows, to_json, write_junit
 from ._rules import AllowRule, parse_rules
@@ -87,8 +88,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     t.add_argument(
         "--app", required=True, metavar="NEW", help="path/to/file.py:Class or module:Class"
     )
-    t.add_argument("--from", dest="from_lsn", type=_lsn, metavar="LSN", help="first step checked")
-    t.add_argument("--to", dest="to_lsn", type=_lsn, metavar="LSN", help="last step checked")
+    t.add_argument(
+        "--from", dest="from_lsn", type=lsn_argument, metavar="LSN", help="first step checked"
+    )
+    t.add_argument(
+        "--to", dest="to_lsn", type=lsn_argument, metavar="LSN", help="last step checked"
+    )
     t.add_argument(
         "--allow",
         action="append",
@@ -116,16 +121,6 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     t.add_argument("--allow-pickle", action="store_true", help="load pickled checkpoints")
     t.set_defaults(handler=test_command)
-
-
-def _lsn(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an LSN is a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"an LSN is 1 or more, not {value}")
-    return value
 
 
 def _count(text: str) -> int:
