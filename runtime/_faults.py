@@ -14,6 +14,7 @@ itself with SIGKILL the N-th time (default 1st) it reaches POINT. Points:
 ``takeover-follow`` a live upgrade followed the log and checked the new code; the old process
                     has not been asked to stop
 ``stopping``        a clean stop began (SIGTERM): the server is closed, nothing is drained yet
+``draining``        a clean stop is draining: a batch it made durable is not released yet
 ``takeover-locked`` a live upgrade saw the old process stop (its lock is free); the log is not
                     opened yet
 
@@ -39,6 +40,7 @@ POINTS: Final = (
     "takeover-follow",
     "takeover-locked",
     "stopping",
+    "draining",
 )
 
 

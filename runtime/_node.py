@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from logformat import (
     LogLockedError,
@@ -66,6 +66,9 @@ from ._versions import CodeBook
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
 EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread while it runs)
+# Why a stopping instance closes a connection that brings new inputs: a drain that went on
+# admitting them would never end under load, and everything not executed yet is resent anyway.
+STOPPING: Final = "the instance is stopping; reconnect to reach whoever serves it next"
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
 
@@ -562,6 +565,8 @@ class Node:
             self.stopping = True
             os._exit(70)  # nothing after this batch may be released; recovery redoes it
         faults.hit("after-fsync")
+        if self.stopping:
+            faults.hit("draining")
         batch, self._batch = self._batch, None
         self.coordinator.advance(time.time())
         self.coordinator.append_done(fut.result())
@@ -753,7 +758,8 @@ class Node:
                         why = await self._on_message(peer, event.message, accepted)
                         if why is not None:
                             writer.write(conn.send_error(why))
-                            self.log(f"{self.name}: dropped the connection from {who}: {why}")
+                            if why is not STOPPING:
+                                self.log(f"{self.name}: dropped the connection from {who}: {why}")
                             return
                     elif isinstance(event, Closed):
                         self.log(f"{self.name}: dropped a connection from {who}: {event.reason}")
@@ -775,6 +781,8 @@ class Node:
         """Hand one message to the coordinator; a reason to drop the connection, or None."""
         t = m["t"]
         coordinator = self.coordinator
+        if self.stopping and t in ("call", "msgs"):
+            return STOPPING  # the caller or peer retries, reaching whoever serves next
         if t == "call" and peer is None:
             coordinator.advance(time.time())
             coordinator.outside_call(accepted, m)
