@@ -513,6 +513,14 @@ class Executor:
         if self.app is not None:
             return  # a second start input is a no-op: main() runs once per instance
         self.rng.seed(ctx.seed())
+        app = self._construct(ctx)
+        self.app = app
+        main = getattr(app, "main", None)
+        if main is not None:
+            self._run(ctx, main, [], (None, "main", True))
+
+    def _construct(self, ctx: StepContext) -> Immortal:
+        """A new app object, its ``__init__`` run within the step ``ctx``."""
         app = self.app_cls.__new__(self.app_cls)
         app.__dict__["_imm_ctx"] = ctx
         try:
@@ -522,10 +530,19 @@ class Executor:
                 f"{self.app_cls.__name__}.__init__() raised {type(exc).__name__}: {exc} at the "
                 f"first start of {self.name!r}; nothing was logged, so fix it and start again"
             ) from exc
-        self.app = app
-        main = getattr(app, "main", None)
-        if main is not None:
-            self._run(ctx, main, [], (None, "main", True))
+        return app
+
+    def initial_state(self) -> dict[str, Any]:
+        """The state the app's ``__init__`` builds, the shape its code expects (``main`` does not
+        run). Ask a scratch executor of the class: ``self.random()`` in ``__init__`` draws from
+        this executor's generator."""
+        ctx = StepContext(self, None, 0)
+        previous = sandbox.enter((self.name, 0))
+        try:
+            return app_state(self._construct(ctx))
+        finally:
+            sandbox.leave(previous)
+            ctx.active = False
 
     def _call(self, ctx: StepContext, method: str, args: list[Any], origin: Origin) -> None:
         fn = self.methods.get(method)

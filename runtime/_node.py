@@ -54,14 +54,14 @@ from ._codestore import declared_version
 from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
 from ._errors import InstanceError, UpgradeError
-from ._executor import EffectRequest, Sources
+from ._executor import EffectRequest, Sources, app_state
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
-from ._upgrade_check import CheckSummary, check_new_code
+from ._upgrade_check import CheckSummary, check_new_code, shape_problems
 from ._versions import CodeBook
 
 PIPELINE_SLICE = 64  # messages executed between two looks at the log thread
@@ -419,13 +419,18 @@ class Node:
                 start = (read_checkpoint(payload, where=f"checkpoint at LSN {lsn}"), lsn)
         first = start[1] + 1 if start is not None else reader.first_lsn
         records = ((rec.lsn, rec.value) for rec in reader.records(first))
-        return check_new_code(
+        summary = check_new_code(
             self.app.cls,
             name=self.name,
             start=start,
             from_version=from_declared,
             records=records,
         )
+        app = self.coordinator.executor.app
+        if app is not None:  # the state as it is now, not as the checkpoint had it
+            state = app_state(app)
+            summary.shape = shape_problems(self.app.cls, state, from_declared, name=self.name)
+        return summary
 
     def _released_upto(self, reader: LogReader) -> int:
         """The last LSN whose emits the world has surely seen, from the released mark.

@@ -148,6 +148,40 @@ def test_new_code_that_raises_where_the_old_did_not_is_refused_and_nothing_is_lo
         cluster.stop_all()
 
 
+RENAMED = V1.replace("self.count", "self.total")  # the state's shape changes, no migration
+
+
+def test_a_state_shape_changed_without_a_migration_is_refused_at_a_restart_and_live(
+    tmp_path: Path,
+) -> None:
+    """New code whose ``__init__`` builds ``total`` where the state has ``count`` would fail at
+    its first call: refused in one line, nothing logged, whether restarted or upgraded live;
+    the same edit with a migration (V2) is taken."""
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    renamed = tmp_path / "renamed.py"
+    renamed.write_text(RENAMED)
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        _start(counter, V1)
+        assert _calls(home, "inc", 2) == [1, 2]
+        live = run_cli("upgrade", "live", "counter", "--app", f"{renamed}:Counter", home=home)
+        errors = [ln for ln in live.stderr.splitlines() if ln.startswith("immortals: error:")]
+        assert live.returncode != 0 and len(errors) == 1, live.stderr
+        assert "goes on running" in errors[0] and "no 'total'" in errors[0]
+        assert _calls(home, "inc", 1) == [3]  # the old one, untouched
+        assert counter.stop() == 0
+        refused = run_cli("run", f"{renamed}:Counter", "--name", "counter", home=home, timeout=60)
+        errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("immortals: error:")]
+        assert refused.returncode != 0 and len(errors) == 1, refused.stderr
+        assert "does not fit the new code" in errors[0] and "migrate" in errors[0]
+        assert [inp["k"] for inp in _inputs(home)] == ["start", "call", "call", "call"]
+        _start(counter, V2)  # a migration from the first version renames it
+        assert _calls(home, "double", 1) == [6]
+    finally:
+        cluster.stop_all()
+
+
 def test_a_log_spanning_two_upgrades_replays_each_part_with_its_own_code(tmp_path: Path) -> None:
     home, app = tmp_path / "home", tmp_path / "app.py"
     cluster = Cluster(home)
