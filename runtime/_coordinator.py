@@ -79,6 +79,7 @@ from ._actions import (
     Warn,
 )
 from ._api import Immortal
+from ._errors import NondeterminismError
 from ._executor import Sources, unstorable
 from ._replica import Replica
 from ._schema import (
@@ -167,12 +168,31 @@ class Coordinator:
         self.replica.restore(payload)
         self.next_lsn = lsn + 1
 
-    def replay(self, record: StepRecord, lsn: int) -> None:
-        """Apply a durable step of the log: the state moves on; nothing is released."""
+    def replay(
+        self, record: StepRecord, lsn: int, *, accept: bool = False
+    ) -> NondeterminismError | None:
+        """Apply a durable step of the log: the state moves on; nothing is released.
+
+        A step the code does not reproduce raises NondeterminismError; with ``accept``, the
+        state is what the code does and the difference is returned (``Replica.accept``)."""
         if lsn != self.next_lsn:
             raise ValueError(f"{self.name}: replaying LSN {lsn}, expected {self.next_lsn}")
-        self.replica.apply(record, lsn)
+        differs = None
+        if accept:
+            differs = self.replica.accept(record, lsn)
+        else:
+            self.replica.apply(record, lsn)
         self.next_lsn = lsn + 1
+        return differs
+
+    def checkpoint_now(self) -> tuple[int, bytes] | None:
+        """The state packed for a checkpoint after the last step, now, outside the policy (a
+        recovery that accepted steps its code does not reproduce writes one, so they are
+        never replayed again); None while a handler is suspended or the state cannot be stored
+        (then a warning says why)."""
+        if not self.replica.quiescent:
+            return None
+        return self._pack_checkpoint(self.next_lsn - 1)
 
     def unreleased(self, released_lsn: int) -> tuple[int, int] | None:
         """The durable steps whose emits may never have been printed (feed them to

@@ -45,6 +45,7 @@ def check_history(log_dir: Path, first: int, last: int) -> dict[str, Any]:
         if found is not None:
             replica.restore(read_checkpoint(found[1], where=f"checkpoint at LSN {start}"))
         result: dict[str, Any] = {"first": first, "last": last, "ok": True, "at": time.time()}
+        result["app"] = reader.meta.app  # for the command the report names
         try:
             for rec in reader.records(start + 1, last):
                 replica.apply(rec.value, rec.lsn)
@@ -80,13 +81,16 @@ def main(argv: list[str]) -> int:
     if result["ok"]:
         return 0
     name = log_dir.name
+    spec = result["app"]
     print(
         f"{name}: the background replay check found that step {result['lsn']} does not replay "
         f"({result['what']} differ): a handler depends on something the log does not record "
-        "(the real clock, the global random, a file). The instance keeps serving, but a "
-        f"recovery that replays that step would stop there: fix the handler (self.now(), "
-        "self.random()), "
-        f"then `immortals replay {name} --verify` lists every such step",
+        "(the real clock, the global random, a file). The instance keeps serving and recovers "
+        f"from the checkpoint at LSN {result['last']}, past that step. Fix the handler "
+        "(self.now(), self.random()) and restart with the fix (an upgrade); if a recovery "
+        f"ever has to replay the step, `immortals run {spec} --name {name} "
+        f"--accept-divergence` takes it as the code runs it. `immortals replay {name} --verify` "
+        "lists every such step",
         file=sys.stderr,
         flush=True,
     )

@@ -53,7 +53,7 @@ from ._apps import LoadedApp
 from ._codestore import declared_version
 from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
-from ._errors import InstanceError, UpgradeError
+from ._errors import InstanceError, NondeterminismError, UpgradeError
 from ._executor import EffectRequest, Sources, app_state
 from ._home import Home, InstanceRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
@@ -90,6 +90,9 @@ class NodeConfig:
     upgrade_check: str = "default"  # strict | warn | off | default (refuse new exceptions only)
     check_history: bool = True  # replay the steps since the last checkpoint after each one
     take_over: bool = False  # a live upgrade: follow the running instance's log, then replace it
+    # Replay takes a step the recorded code does not reproduce as the code re-executes it,
+    # instead of refusing to start (``--accept-divergence``).
+    accept_divergence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,7 @@ class Node:
         self._checked_upto = 0  # the background replay check has covered the steps up to here
         self._history_check: subprocess.Popen[bytes] | None = None
         self._warm = False  # the coordinator already replayed the log (a takeover followed it)
+        self._accepted: list[int] = []  # steps replay took as the code re-executed them
 
     @property
     def durable_lsn(self) -> int:
@@ -256,9 +260,7 @@ class Node:
                     f"at LSN {first - 1} or later is needed: restore the checkpoints from a "
                     "backup, or move the log aside to start the instance afresh"
                 )
-            for rec in reader.records(coordinator.next_lsn):
-                coordinator.replay(rec.value, rec.lsn)
-                replayed += 1
+            replayed = self._replay(reader)
             if coordinator.next_lsn != self._writer.next_lsn:
                 raise InstanceError(
                     f"{log_dir}: the log ends at LSN {self._writer.next_lsn - 1} but its state "
@@ -269,6 +271,8 @@ class Node:
             for note in book.fallbacks:
                 self.log(f"{self.name}: code version {note}")
             self._upgrade = self._prepare_upgrade(reader, checkpoint_lsn)
+            if self._accepted:
+                self._settle_accepted()
             self._checked_upto = coordinator.next_lsn - 1  # recovery replayed (checked) these
             span = coordinator.unreleased(self._released_upto(reader))
             if span is not None:
@@ -353,9 +357,53 @@ class Node:
     def _catch_up(self, reader: LogReader) -> None:
         """Apply the steps the running instance made durable since the last look."""
         reader.refresh()
-        coordinator = self.coordinator
+        self._replay(reader)
+
+    def _replay(self, reader: LogReader) -> int:
+        """Replay the log from the coordinator's next LSN to its end; how many steps.
+
+        A step the recorded code does not reproduce stops the start, with the command that
+        gets the instance serving again: the same with ``--accept-divergence``, which takes
+        such a step as the code re-executes it (``Coordinator.replay``)."""
+        coordinator, accept = self.coordinator, self.config.accept_divergence
+        count = 0
         for rec in reader.records(coordinator.next_lsn):
-            coordinator.replay(rec.value, rec.lsn)
+            try:
+                differs = coordinator.replay(rec.value, rec.lsn, accept=accept)
+            except NondeterminismError as exc:
+                command = (
+                    f"immortals upgrade live {self.name} --app {self.app.spec}"
+                    if self.config.take_over
+                    else f"immortals run {self.app.spec} --name {self.name}"
+                )
+                raise InstanceError(
+                    f"{exc}. To serve again, taking the state such a step leaves when its code "
+                    "runs it now (its recorded replies and messages stand, as the world saw "
+                    f"them): `{command} --accept-divergence`"
+                ) from None
+            if differs is not None:
+                self._accepted.append(rec.lsn)
+                if len(self._accepted) <= 3:  # the first few; _settle_accepted counts them all
+                    self.log(f"{self.name}: accepted a step its code does not reproduce: {differs}")
+            count += 1
+        return count
+
+    def _settle_accepted(self) -> None:
+        """After steps were accepted: a checkpoint now, so no recovery replays them again."""
+        lsns = ", ".join(map(str, self._accepted[:10])) + (
+            ", ..." if len(self._accepted) > 10 else ""
+        )
+        what = f"{self.name}: accepted {len(self._accepted)} steps as their code runs them ({lsns})"
+        packed = self.coordinator.checkpoint_now()
+        if packed is None:
+            self.log(
+                f"{what}; no checkpoint can be written now (a handler is suspended), so a "
+                "recovery before the next checkpoint needs --accept-divergence again"
+            )
+            return
+        lsn = self.coordinator.next_lsn - 1
+        self._write_checkpoint(lsn, packed)
+        self.log(f"{what}; wrote a checkpoint at LSN {lsn}, so recovery will not replay them")
 
     def _prepare_upgrade(
         self, reader: LogReader, checkpoint_lsn: int | None
@@ -557,10 +605,13 @@ class Node:
         if keys is not None and any("rep" in r or "id" in r["in"] for r in batch.records):
             keys.add(batch.first_lsn, batch.records)  # durable now: retries can find them
         if batch.checkpoint is not None:
-            codec, packed = batch.checkpoint
-            lsn = batch.last_lsn
-            writer.write_checkpoint_bytes(lsn, seal_checkpoint(lsn, codec, packed))
+            self._write_checkpoint(batch.last_lsn, batch.checkpoint)
         return appended.bytes_written
+
+    def _write_checkpoint(self, lsn: int, checkpoint: tuple[int, bytes]) -> None:
+        assert self._writer is not None
+        codec, packed = checkpoint
+        self._writer.write_checkpoint_bytes(lsn, seal_checkpoint(lsn, codec, packed))
 
     def _on_durable(self, fut: asyncio.Future[int]) -> None:
         self._inflight = None

@@ -36,18 +36,22 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         required=True,
         help=f"the instance's name, its identity forever: {NAME_RULE}",
     )
+    add_instance_options(p)
+    p.set_defaults(handler=run_command)
+
+
+def add_instance_options(p: argparse.ArgumentParser, *, live_upgrade: bool = False) -> None:
+    """The options of a serving instance, shared by ``run`` and ``upgrade live`` (which
+    leaves out ``--durability`` and ``--upgrade-check``: it always logs, and checks unless
+    told ``--skip-test``)."""
     p.add_argument(
         "--port", type=_port, default=0, help="TCP port (default: %(default)s, any free port)"
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
-    p.add_argument(
-        "--durability",
-        choices=["fsync", "none"],
-        default="fsync",
-        help="fsync: log every step; none: no log, for unprotected baselines (default: %(default)s)",
-    )
+    if not live_upgrade:
+        _add_durability_and_check(p)
     p.add_argument(
         "--checkpoint-seconds",
         type=float,
@@ -63,23 +67,22 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="checkpoint after this much log since the last one (default: %(default)g)",
     )
     p.add_argument(
-        "--upgrade-check",
-        choices=["default", "strict", "warn", "off"],
-        default="default",
-        help=(
-            "when the code differs from the code the log ran last, re-execute the steps since "
-            "the last checkpoint with it before upgrading: default refuses only when it raises "
-            "where the recorded code did not, strict refuses any difference, warn never "
-            "refuses, off skips the check (default: %(default)s)"
-        ),
-    )
-    p.add_argument(
         "--no-replay-check",
         action="store_true",
         help=(
             "do not replay the steps since the previous checkpoint in a child process after "
             "each checkpoint (default: replay them, and report a step the code does not "
             "reproduce at once)"
+        ),
+    )
+    p.add_argument(
+        "--accept-divergence",
+        action="store_true",
+        help=(
+            "when the log's recorded code does not reproduce a step (a handler read the real "
+            "clock or the global random), take the state its code gives now instead of "
+            "refusing to start; the step's recorded replies and messages stand, and a "
+            "checkpoint is written so that it is not replayed again"
         ),
     )
     p.add_argument(
@@ -107,7 +110,54 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="outside results kept in memory; older keys are found in the log "
         "(default: %(default)s)",
     )
-    p.set_defaults(handler=run_command)
+
+
+def _add_durability_and_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--durability",
+        choices=["fsync", "none"],
+        default="fsync",
+        help="fsync: log every step; none: no log, for unprotected baselines (default: %(default)s)",
+    )
+    p.add_argument(
+        "--upgrade-check",
+        choices=["default", "strict", "warn", "off"],
+        default="default",
+        help=(
+            "when the code differs from the code the log ran last, re-execute the steps since "
+            "the last checkpoint with it before upgrading: default refuses only when it raises "
+            "where the recorded code did not, strict refuses any difference, warn never "
+            "refuses, off skips the check (default: %(default)s)"
+        ),
+    )
+
+
+def node_config(args: argparse.Namespace, **fields: Any) -> NodeConfig:
+    """The NodeConfig that ``add_instance_options``'s arguments ask for (``fields`` add to or
+    override them)."""
+    if not args.key_retention_hours > 0 or args.result_cache < 1:
+        raise InstanceError(
+            "--key-retention-hours must be above 0 and --result-cache at least 1 (keys must be "
+            "remembered for a while for retries to be safe)"
+        )
+    settings: dict[str, Any] = dict(
+        host=args.host,
+        port=args.port,
+        coordinator=CoordinatorConfig(
+            durable=getattr(args, "durability", "fsync") == "fsync",
+            checkpoint_seconds=args.checkpoint_seconds,
+            checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
+            allow_pickle=args.allow_pickle,
+            result_cache=args.result_cache,
+        ),
+        key_retention=args.key_retention_hours * 3600,
+        emit_tagged=args.emit_tagged,
+        upgrade_check=getattr(args, "upgrade_check", "default"),
+        check_history=not args.no_replay_check,
+        accept_divergence=args.accept_divergence,
+    )
+    settings.update(fields)
+    return NodeConfig(**settings)
 
 
 def _port(text: str) -> int:
@@ -122,27 +172,8 @@ def _port(text: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     check_name(args.name)  # refuses a bad name before anything is loaded or started
-    if not args.key_retention_hours > 0 or args.result_cache < 1:
-        raise InstanceError(
-            "--key-retention-hours must be above 0 and --result-cache at least 1 (keys must be "
-            "remembered for a while for retries to be safe)"
-        )
+    config = node_config(args)
     app = load_app(args.app)
-    config = NodeConfig(
-        host=args.host,
-        port=args.port,
-        coordinator=CoordinatorConfig(
-            durable=args.durability == "fsync",
-            checkpoint_seconds=args.checkpoint_seconds,
-            checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
-            allow_pickle=args.allow_pickle,
-            result_cache=args.result_cache,
-        ),
-        key_retention=args.key_retention_hours * 3600,
-        emit_tagged=args.emit_tagged,
-        upgrade_check=args.upgrade_check,
-        check_history=not args.no_replay_check,
-    )
     home = Home(Path(args.home))
     return asyncio.run(serve(Node(app, name=args.name, home=home, config=config)))
 

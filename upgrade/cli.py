@@ -23,6 +23,7 @@ from replayer._replayer import open_log_dir
 from runtime._apps import load_app
 from runtime._errors import ImmortalsError
 from runtime.cli_log import lsn_argument
+from runtime.cli_run import add_instance_options, node_config, serve
 
 from ._report import SUMMARY_HEADER, instance_text, summary_rows, to_json, write_junit
 from ._rules import AllowRule, parse_rules
@@ -67,9 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     live.add_argument(
         "--skip-test", action="store_true", help="take over without checking NEW (default: check)"
     )
-    live.add_argument(
-        "--port", type=int, default=0, help="TCP port (default: %(default)s, any free port)"
-    )
+    add_instance_options(live, live_upgrade=True)
     live.set_defaults(handler=live_command)
     t = sub.add_parser(
         "test",
@@ -236,17 +235,10 @@ def live_command(args: argparse.Namespace) -> int:
     """``immortals upgrade live NAME --app NEW``: this process becomes the instance."""
     import asyncio
 
-    from runtime._coordinator import CoordinatorConfig
     from runtime._home import Home, check_name
-    from runtime._node import Node, NodeConfig
-    from runtime.cli_run import serve
+    from runtime._node import Node
 
+    config = node_config(args, take_over=True, upgrade_check="off" if args.skip_test else "default")
     app = load_app(args.app)
-    config = NodeConfig(
-        port=args.port,
-        coordinator=CoordinatorConfig(),
-        take_over=True,
-        upgrade_check="off" if args.skip_test else "default",
-    )
     node = Node(app, name=check_name(args.name), home=Home(Path(args.home)), config=config)
     return asyncio.run(serve(node))
