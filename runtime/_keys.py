@@ -8,6 +8,12 @@ is caught up from the log (only the retention window of it) when the instance st
 older than the retention time are ignored and purged: a key is then forgotten, as payment APIs
 forget theirs after a day (Stripe keeps keys 24 hours).
 
+Purging walks a second, time-ordered set of entries (``_BY_TIME`` + wall time + key), oldest
+first, and stops at the first that is still within retention: its cost is the number of keys
+that expired, not the number remembered, and each append purges a bounded batch. (It used to
+scan every key at each start, which made a restart, and a live upgrade's pause, grow with the
+calls of the last day: 135 ms at 46k keys.)
+
 It is written on the log thread after each durable append that holds outside calls, without
 fsync (a crash loses at most entries the next start catches up from the log).
 """
@@ -27,6 +33,9 @@ from ._schema import MAIN_KEY, StepRecord
 
 DEFAULT_RETENTION = 24 * 3600.0
 _COVERED = b"\x00covered"  # the last LSN indexed; no packed key starts with a zero byte
+_TIMED = b"\x00by-time"  # present once the index keeps the time-ordered entries below
+_BY_TIME = b"\x00@"  # + wall time in ns (8 bytes, big-endian) + packed key -> b""
+PURGE_BATCH = 256  # expired keys dropped at most per purge (a start, an append)
 
 
 class KeyIndex:
@@ -36,6 +45,10 @@ class KeyIndex:
         self.path = log_dir / "keys"
         self.retention = retention
         self._env = acquire_env(self.path, map_size=1 << 30, max_dbs=0, sync=False)
+        with self._env.begin(write=True) as txn:
+            if txn.get(_TIMED) is None:  # an index of the earlier layout: rebuilt from the log
+                txn.drop(self._env.open_db(), delete=False)
+                txn.put(_TIMED, b"1")
 
     def close(self) -> None:
         release_env(self.path)
@@ -51,6 +64,7 @@ class KeyIndex:
                 _index_step(txn, lsn, record, now)
             if lsn >= first_lsn:
                 txn.put(_COVERED, lsn.to_bytes(8, "little"))
+                self._purge(txn, PURGE_BATCH + 2 * (lsn - first_lsn + 1))  # keeps pace
 
     def catch_up(self, reader: LogReader) -> int:
         """Index what the log holds beyond the covered mark (within the retention window);
@@ -72,21 +86,36 @@ class KeyIndex:
                 count += 1
             if reader.last_lsn:
                 txn.put(_COVERED, reader.last_lsn.to_bytes(8, "little"))
-        self.purge()
+            self._purge(txn, PURGE_BATCH)
         return count
 
-    def purge(self) -> None:
-        """Drop entries older than the retention time."""
-        oldest = time.time() - self.retention
+    def purge(self, limit: int | None = None) -> int:
+        """Drop entries older than the retention time (at most ``limit``); how many."""
         with self._env.begin(write=True) as txn:
-            cursor = txn.cursor()
-            for raw_key, raw in list(cursor):
-                if raw_key != _COVERED and unpack_value(raw)[2] < oldest:
-                    txn.delete(raw_key)
+            return self._purge(txn, limit)
+
+    def _purge(self, txn: lmdb.Transaction, limit: int | None) -> int:
+        oldest = time.time() - self.retention
+        bound = _BY_TIME + _wall_ns(oldest).to_bytes(8, "big")
+        cursor = txn.cursor()
+        dropped = 0
+        found = cursor.set_range(_BY_TIME)
+        while found and dropped != limit:
+            entry = bytes(cursor.key())
+            if not entry.startswith(_BY_TIME) or entry >= bound:
+                break
+            packed = entry[len(_BY_TIME) + 8 :]
+            raw = txn.get(packed)
+            if raw is not None and unpack_value(bytes(raw))[2] < oldest:
+                txn.delete(packed)  # a newer result moved it on: then only this entry goes
+            found = cursor.delete()  # and moves to the next entry
+            dropped += 1
+        return dropped
 
     def _clear(self) -> None:
         with self._env.begin(write=True) as txn:
             txn.drop(self._env.open_db(), delete=False)
+            txn.put(_TIMED, b"1")
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -104,8 +133,11 @@ class KeyIndex:
 
 def _index_step(txn: lmdb.Transaction, lsn: int, record: StepRecord, wall: float) -> None:
     inp: dict[str, Any] = record["in"]  # type: ignore[assignment]
+    stamp = _wall_ns(wall).to_bytes(8, "big")
     if inp.get("k") == "call" and "id" in inp and "from" not in inp:
-        txn.put(pack_value(inp["id"]), pack_value([lsn, 0, wall]))
+        packed = pack_value(inp["id"])
+        txn.put(packed, pack_value([lsn, 0, wall]))
+        txn.put(_BY_TIME + stamp + packed, b"")
     for key, _ok, _value in record.get("rep", ()):
         if key == MAIN_KEY:
             continue
@@ -113,3 +145,8 @@ def _index_step(txn: lmdb.Transaction, lsn: int, record: StepRecord, wall: float
         raw = txn.get(packed)
         call_lsn = unpack_value(bytes(raw))[0] if raw is not None else lsn
         txn.put(packed, pack_value([call_lsn, lsn, wall]))
+        txn.put(_BY_TIME + stamp + packed, b"")
+
+
+def _wall_ns(wall: float) -> int:
+    return max(0, int(wall * 1e9))
