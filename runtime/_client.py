@@ -29,6 +29,13 @@ def check_key(key: object) -> str:
     return key
 
 
+# Between two attempts of a call: 5 ms, doubling to 50 ms. An instance that restarts or is
+# taken over (a live upgrade) registers its new address within tens of milliseconds, and a
+# fixed 50 ms wait made every such pause a multiple of it.
+RETRY_FIRST = 0.005
+RETRY_MOST = 0.05
+
+
 class Client:
     """A connection-per-call client bound to one home directory. Thread-compatible, not safe."""
 
@@ -47,13 +54,15 @@ class Client:
         key = uuid.uuid4().hex if key is None else check_key(key)
         deadline = time.monotonic() + self.timeout
         last_problem = "no attempt made"
+        pause = RETRY_FIRST
         while time.monotonic() < deadline:
             try:
                 ok, value = self._attempt(name, method, list(args), key, deadline)
             except (OSError, _Retry) as exc:
                 last_problem = str(exc) or type(exc).__name__
                 self._drop(name)
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(2 * pause, RETRY_MOST)
                 continue
             if ok:
                 return value

@@ -69,6 +69,7 @@ EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread w
 # Why a stopping instance closes a connection that brings new inputs: a drain that went on
 # admitting them would never end under load, and everything not executed yet is resent anyway.
 STOPPING: Final = "the instance is stopping; reconnect to reach whoever serves it next"
+CLOSE_ENOUGH = 64  # steps behind the running instance at which a takeover asks it to stop
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
 
@@ -322,6 +323,12 @@ class Node:
                         "pass --skip-test"
                     )
             self.config.upgrade_check = "off"  # checked just now, while the old one served
+            # The old one served on during the check: apply what it wrote meanwhile now, not in
+            # the pause after SIGTERM (at 1.5k calls/s over a check of 52k steps, that was
+            # thousands of steps, 250 ms of pause).
+            for _ in range(10):
+                if self._catch_up(reader) < CLOSE_ENOUGH:
+                    break
             faults.hit("takeover-follow")
             with contextlib.suppress(ProcessLookupError):  # it died already: its lock is free
                 os.kill(record.pid, signal.SIGTERM)
@@ -354,10 +361,10 @@ class Node:
         coordinator.restore(read_checkpoint(payload, where=where), lsn)
         return lsn
 
-    def _catch_up(self, reader: LogReader) -> None:
-        """Apply the steps the running instance made durable since the last look."""
+    def _catch_up(self, reader: LogReader) -> int:
+        """Apply the steps the running instance made durable since the last look; how many."""
         reader.refresh()
-        self._replay(reader)
+        return self._replay(reader)
 
     def _replay(self, reader: LogReader) -> int:
         """Replay the log from the coordinator's next LSN to its end; how many steps.

@@ -339,8 +339,51 @@ def test_a_live_upgrade_that_fails_its_check_leaves_the_old_one_serving(tmp_path
         assert len(errors) == 1 and "goes on running" in errors[0], refused.stderr
         assert _calls(home, "inc", 1) == [3]  # the old one, untouched
         assert old.proc is not None and old.proc.poll() is None
+        broken = tmp_path / "broken.py"
+        broken.write_text(V1.replace("def inc(self)", "def inc(self"))  # a syntax error
+        refused = run_cli("upgrade", "live", "counter", "--app", f"{broken}:Counter", home=home)
+        errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("immortals: error:")]
+        assert refused.returncode != 0 and len(errors) == 1 and "broken.py" in errors[0]
+        assert "Traceback" not in refused.stderr
+        assert _calls(home, "inc", 1) == [4]  # untouched again
     finally:
         cluster.stop_all()
+
+
+DOWN = V1.replace(
+    "class Counter(Immortal):\n",
+    """class Counter(Immortal):
+    version = 3  # the first version's code again, under a newer number
+
+    @classmethod
+    def migrate(cls, state: dict, from_version: int | None) -> dict:
+        return {"count": state.pop("total")} if from_version == 2 else state
+""",
+)
+
+
+def test_a_downgrade_is_an_upgrade_to_older_code_with_a_newer_version(tmp_path: Path) -> None:
+    """v1 -> v2 (count renamed total) -> v1's code as version 3, migrating back: it serves,
+    and the whole log replays, each part with its own code."""
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    cluster = Cluster(home)
+    counter = cluster.add(f"{app}:Counter", "counter")
+    try:
+        _start(counter, V1)
+        assert _calls(home, "inc", 2) == [1, 2]
+        assert counter.stop() == 0
+        _start(counter, V2)
+        assert _calls(home, "inc", 1) == [3]
+        assert counter.stop() == 0
+        _start(counter, DOWN)
+        assert _calls(home, "inc", 1) == [4]
+        assert counter.stop() == 0
+    finally:
+        cluster.stop_all()
+    upgrades = [(u["fv"], u["tv"]) for u in _inputs(home) if u["k"] == "upgrade"]
+    assert upgrades == [(None, 2), (2, 3)]
+    verify = run_cli("replay", "counter", "--verify", home=home)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 @pytest.mark.parametrize(
