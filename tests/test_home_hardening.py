@@ -16,7 +16,7 @@ import lmdb
 import msgpack
 import pytest
 
-import runtime._home as home_module
+import runtime._registry as registry_module
 from runtime import InstanceError, RegistryError, SecretError
 from runtime._home import EPOCHS_DB, RECORDS_DB, Home, InstanceRecord
 from runtime._schema import is_valid_name
@@ -111,10 +111,12 @@ def test_epoch_counters_and_records_cannot_collide(home: Home) -> None:
     assert home.next_epoch("foo") == 2
     assert [r.name for r in home.instances()] == ["foo"]
     home.close()
-    # Records and epoch counters live in two named databases; the main one holds nothing else.
+    # Records, epoch counters, leases and standbys live in named databases; the main one holds
+    # nothing else.
     with lmdb.open(str(home.path / "registry"), max_dbs=4) as env:
         with env.begin() as txn:
-            assert sorted(key for key, _ in txn.cursor()) == [b":epochs", b":records"]
+            names = sorted(key for key, _ in txn.cursor())
+            assert names == [b":epochs", b":leases", b":records", b":standbys"]
         records = env.open_db(b":records")
         epochs = env.open_db(b":epochs")
         with env.begin() as txn:
@@ -153,7 +155,8 @@ def test_a_registry_in_the_previous_layout_is_migrated_on_first_open(tmp_path: P
     finally:
         home.close()
     with lmdb.open(str(registry), max_dbs=4) as env, env.begin() as txn:
-        assert sorted(key for key, _ in txn.cursor()) == [b":epochs", b":records"]
+        names = sorted(key for key, _ in txn.cursor())
+        assert names == [b":epochs", b":leases", b":records", b":standbys"]
 
 
 def test_migration_repairs_an_epoch_counter_the_old_bug_overwrote(tmp_path: Path) -> None:
@@ -392,8 +395,8 @@ class _FullDiskEnv:
 
 
 def test_a_full_disk_while_writing_is_one_line(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(home_module, "acquire_env", lambda path, **options: _FullDiskEnv())
-    monkeypatch.setattr(home_module, "release_env", lambda path: None)
+    monkeypatch.setattr(registry_module, "acquire_env", lambda path, **options: _FullDiskEnv())
+    monkeypatch.setattr(registry_module, "release_env", lambda path: None)
     for write in (lambda: home.next_epoch("server"), lambda: home.register(_record("server"))):
         with pytest.raises(RegistryError, match="no space left") as caught:
             write()
@@ -406,7 +409,7 @@ def test_a_full_disk_at_open_is_one_line(home: Home, monkeypatch: pytest.MonkeyP
     def full(path: Path, **options: object) -> None:
         raise lmdb.DiskError(f"{path}: No space left on device")
 
-    monkeypatch.setattr(home_module, "acquire_env", full)
+    monkeypatch.setattr(registry_module, "acquire_env", full)
     with pytest.raises(RegistryError, match="no space left"):
         home.next_epoch("server")
 

@@ -1,0 +1,526 @@
+"""The registry: where each instance runs, its epoch, who holds its primary role, its standbys.
+
+``Registry`` is the interface every part above it uses (the node, the client, links, ``status``);
+``EmbeddedRegistry`` is the default backend, an lmdb environment under the home, nothing to
+start. A distributed backend (etcd) implements the same interface, so nothing here may leak an
+lmdb type. Like the log's index, the registry is a view of facts whose truth lives elsewhere
+for liveness (an instance runs while its log's writer lock is held), but the epoch is its own:
+it only grows, by compare-and-set, and is the fencing token every log append and handshake
+carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import lmdb
+import msgpack
+
+from logformat import acquire_env, release_env
+
+from ._errors import RegistryError
+from ._schema import is_valid_name
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """What the registry knows of one instance."""
+
+    name: str
+    host: str
+    port: int
+    epoch: int
+    log_dir: str
+    app: str
+    code_version: str
+    pid: int
+    started: float
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The primary role of one instance: held by ``holder`` at ``epoch`` until ``expires``
+    (wall time, seconds) unless renewed. Only the holder at the current epoch may renew it."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires: float
+
+    def live(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) < self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyRecord:
+    """What a standby of ``name`` reports: how far it has applied the log, and when."""
+
+    name: str
+    holder: str  # unique per standby process: "pid@host"
+    pid: int
+    applied_lsn: int  # the last step it applied
+    log_lsn: int  # the log's last durable step when it looked
+    lag_ms: float  # how long the oldest step it had not applied had been durable, then
+    seen: float  # wall time of this report
+    checkpoint_lsn: int  # the newest checkpoint it wrote (0: none)
+
+
+class Registry(Protocol):
+    """Where instances are, and who may act as each one's primary.
+
+    Guarantees every backend gives:
+
+    * ``register``/``lookup``/``instances``: the newest record a primary registered for a
+      name (its address, epoch, pid); a record may be stale (its process died).
+    * ``epoch(name)`` only grows, and ``compare_and_set_epoch`` moves it only from the value
+      the caller read: of several racing callers, exactly one succeeds.
+    * ``take_primary`` is the one way to become primary: atomically, if the epoch is still
+      ``expected_epoch`` and no other holder has a live lease (or the caller proved the holder
+      dead, ``holder_dead``), the epoch becomes ``expected_epoch + 1`` and the caller holds the
+      lease at that epoch for ``ttl`` seconds. Exactly one of racing takers wins.
+    * ``renew`` extends a lease only while its holder still holds it at its epoch; once another
+      took the role it returns None, and the old holder must stop releasing anything.
+    * ``watch`` returns once the record of a name differs from the one the caller saw (or the
+      timeout passes): callers find a new address without a backoff grown long.
+    * Standby reports are advisory (for ``status`` and for the primary to know a standby
+      checkpoints), and expire when not refreshed.
+    """
+
+    def register(self, record: InstanceRecord) -> None: ...
+
+    def lookup(self, name: str) -> InstanceRecord | None: ...
+
+    def instances(self) -> list[InstanceRecord]: ...
+
+    def epoch(self, name: str) -> int: ...
+
+    def compare_and_set_epoch(self, name: str, expected: int, new: int) -> bool: ...
+
+    def take_primary(
+        self, name: str, holder: str, *, expected_epoch: int, ttl: float, holder_dead: bool
+    ) -> Lease | None: ...
+
+    def renew(self, lease: Lease, ttl: float) -> Lease | None: ...
+
+    def lease(self, name: str) -> Lease | None: ...
+
+    async def watch(
+        self, name: str, seen: InstanceRecord | None, timeout: float
+    ) -> InstanceRecord | None: ...
+
+    def report_standby(self, record: StandbyRecord) -> None: ...
+
+    def standbys(self, name: str, *, fresh_within: float) -> list[StandbyRecord]: ...
+
+    def drop_standby(self, name: str, holder: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+WATCH_POLL = 0.003  # seconds between two looks of the embedded backend's watch
+
+
+class EmbeddedRegistry:
+    """The registry in an lmdb environment at ``path`` (``HOME/registry``). Opens lazily."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._env: lmdb.Environment | None = None
+        self._records: Any = None  # lmdb database handles, set by _open()
+        self._epochs: Any = None
+        self._leases: Any = None
+        self._standbys: Any = None
+
+    def _open(self) -> lmdb.Environment:
+        """The registry's environment, its databases open and any old layout migrated.
+
+        Call it inside ``_guarded``, which turns lmdb and decoding errors into RegistryError.
+        """
+        if self._env is None:
+            where = self.path
+            _check_free_space(where)
+            env = acquire_env(where, map_size=REGISTRY_MAP_SIZE, max_dbs=4)
+            try:
+                with env.begin(write=True) as txn:
+                    records = env.open_db(RECORDS_DB, txn=txn)
+                    epochs = env.open_db(EPOCHS_DB, txn=txn)
+                    leases = env.open_db(LEASES_DB, txn=txn)
+                    standbys = env.open_db(STANDBYS_DB, txn=txn)
+                    _migrate_main_db(txn, records, epochs)
+            except BaseException:
+                release_env(where)
+                raise
+            self._env, self._records, self._epochs = env, records, epochs
+            self._leases, self._standbys = leases, standbys
+        return self._env
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Registry access: lmdb, file system and decoding errors become one RegistryError."""
+        where = self.path
+        try:
+            yield
+        except _Damaged as exc:
+            raise RegistryError(_damaged(where, str(exc))) from None
+        except _DAMAGE as exc:
+            raise RegistryError(_damaged(where, _one_line(exc))) from None
+        except lmdb.MapFullError:
+            raise RegistryError(
+                f"the registry {where} is full (it holds at most {REGISTRY_MAP_SIZE >> 20} MiB): "
+                f"it is a cache of what runs; move it aside (mv {where} {where}.full) and restart "
+                "the instances"
+            ) from None
+        except _NoSpace as exc:
+            raise RegistryError(_no_space(where, str(exc))) from None
+        except lmdb.DiskError as exc:
+            raise RegistryError(_no_space(where, _one_line(exc))) from None
+        except (lmdb.ReadonlyError, PermissionError) as exc:
+            raise RegistryError(not_writable(self.path.parent, where, _one_line(exc))) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RegistryError(_no_space(where, _one_line(exc))) from None
+            if exc.errno in NOT_WRITABLE:
+                raise RegistryError(not_writable(self.path.parent, where, _one_line(exc))) from None
+            raise RegistryError(_unusable(where, _one_line(exc))) from None
+        except lmdb.Error as exc:
+            raise RegistryError(_unusable(where, _one_line(exc))) from None
+
+    def register(self, record: InstanceRecord) -> None:
+        key = record.name.encode()  # names are checked above (Home)
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True, db=self._records) as txn:
+                txn.put(key, msgpack.packb(asdict(record)))
+
+    def lookup(self, name: str) -> InstanceRecord | None:
+        key = name.encode()
+        if not self.path.exists():
+            return None
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._records) as txn:
+                raw = txn.get(key)
+            return None if raw is None else _decode_record(raw, name)
+
+    def instances(self) -> list[InstanceRecord]:
+        if not self.path.exists():
+            return []
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._records) as txn:
+                return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
+
+    def epoch(self, name: str) -> int:
+        key = name.encode()
+        if not self.path.exists():
+            return 0
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._epochs) as txn:
+                return _decode_epoch(txn.get(key), name)
+
+    def compare_and_set_epoch(self, name: str, expected: int, new: int) -> bool:
+        if new <= expected:
+            raise ValueError(f"an epoch only grows: {expected} -> {new}")
+        key = name.encode()
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True, db=self._epochs) as txn:
+                if _decode_epoch(txn.get(key), name) != expected:
+                    return False
+                txn.put(key, str(new).encode())
+        return True
+
+    def take_primary(
+        self, name: str, holder: str, *, expected_epoch: int, ttl: float, holder_dead: bool
+    ) -> Lease | None:
+        key = name.encode()
+        now = time.time()
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True) as txn:
+                if _decode_epoch(txn.get(key, db=self._epochs), name) != expected_epoch:
+                    return None
+                held = _decode_lease(txn.get(key, db=self._leases), name)
+                taken = held is not None and held.holder != holder and held.live(now)
+                if taken and not holder_dead:
+                    return None
+                lease = Lease(name, holder, expected_epoch + 1, now + ttl)
+                txn.put(key, str(lease.epoch).encode(), db=self._epochs)
+                txn.put(key, msgpack.packb(asdict(lease)), db=self._leases)
+        return lease
+
+    def renew(self, lease: Lease, ttl: float) -> Lease | None:
+        key = lease.name.encode()
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True) as txn:
+                held = _decode_lease(txn.get(key, db=self._leases), lease.name)
+                epoch = _decode_epoch(txn.get(key, db=self._epochs), lease.name)
+                if held is None or held.holder != lease.holder or held.epoch != lease.epoch:
+                    return None
+                if epoch != lease.epoch:
+                    return None
+                renewed = Lease(lease.name, lease.holder, lease.epoch, time.time() + ttl)
+                txn.put(key, msgpack.packb(asdict(renewed)), db=self._leases)
+        return renewed
+
+    def lease(self, name: str) -> Lease | None:
+        if not self.path.exists():
+            return None
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._leases) as txn:
+                return _decode_lease(txn.get(name.encode()), name)
+
+    async def watch(
+        self, name: str, seen: InstanceRecord | None, timeout: float
+    ) -> InstanceRecord | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.lookup(name)
+            if record != seen or time.monotonic() >= deadline:
+                return record
+            await asyncio.sleep(min(WATCH_POLL, max(0.0, deadline - time.monotonic())))
+
+    def report_standby(self, record: StandbyRecord) -> None:
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True, db=self._standbys) as txn:
+                txn.put(_standby_key(record.name, record.holder), msgpack.packb(asdict(record)))
+
+    def standbys(self, name: str, *, fresh_within: float) -> list[StandbyRecord]:
+        if not self.path.exists():
+            return []
+        prefix = name.encode() + b"/"
+        oldest = time.time() - fresh_within
+        found: list[StandbyRecord] = []
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._standbys) as txn:
+                cursor = txn.cursor()
+                if cursor.set_range(prefix):
+                    for key, raw in cursor:
+                        if not bytes(key).startswith(prefix):
+                            break
+                        record = _decode_standby(bytes(raw), name)
+                        if record is not None and record.seen >= oldest:
+                            found.append(record)
+        return found
+
+    def drop_standby(self, name: str, holder: str) -> None:
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True, db=self._standbys) as txn:
+                txn.delete(_standby_key(name, holder))
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env = self._records = self._epochs = self._leases = self._standbys = None
+            release_env(self.path)
+
+
+# The registry keeps records, epoch counters, leases and standbys in lmdb named databases, so
+# that no name can reach another's keys. The names of the databases (keys of lmdb's main database) start with
+# ':', which no valid instance name does.
+RECORDS_DB = b":records"
+EPOCHS_DB = b":epochs"
+LEASES_DB = b":leases"  # instance name -> the primary lease (holder, epoch, expires)
+STANDBYS_DB = b":standbys"  # name + b"/" + holder -> what that standby reports
+_DATABASES = (RECORDS_DB, EPOCHS_DB, LEASES_DB, STANDBYS_DB)
+_OLD_EPOCH_PREFIX = b"epoch:"
+
+
+def _migrate_main_db(txn: lmdb.Transaction, records: Any, epochs: Any) -> None:
+    """Move a registry of the previous layout (everything in the main database) into the two.
+
+    The old layout kept records under the bare name and epoch counters under ``epoch:NAME``, so
+    a record named ``epoch:foo`` could overwrite foo's counter; such a counter is rebuilt from
+    foo's record (its epoch is the newest foo's log can hold). Entries of names that are no
+    longer valid are dropped: they can be neither looked up nor started again.
+    """
+    old = [(bytes(k), bytes(v)) for k, v in txn.cursor() if k not in _DATABASES]
+    if not old:
+        return
+    counters: dict[str, int] = {}
+    for key, value in old:
+        txn.delete(key)
+        if key.startswith(_OLD_EPOCH_PREFIX):
+            name = key[len(_OLD_EPOCH_PREFIX) :].decode("utf-8", "replace")
+            if is_valid_name(name) and value.isdigit():
+                counters[name] = max(counters.get(name, 0), int(value))
+            continue
+        name = key.decode("utf-8", "replace")
+        if not is_valid_name(name):
+            continue
+        try:
+            record = _decode_record(value, name)
+        except _Damaged:
+            continue  # the registry is a cache: a record that does not decode is forgotten
+        txn.put(key, value, db=records)
+        counters[name] = max(counters.get(name, 0), record.epoch)
+    for name, epoch in counters.items():
+        key = name.encode()
+        current = txn.get(key, db=epochs)
+        current = None if current is None else bytes(current)
+        if current is None or not current.isdigit() or int(current) < epoch:
+            txn.put(key, str(epoch).encode(), db=epochs)
+
+
+REGISTRY_MAP_SIZE = 1 << 28
+# lmdb maps its lock file and touches its pages: on a full disk that is SIGBUS, not an error.
+# So the registry is not opened with less than this free.
+MIN_FREE_BYTES = 1 << 20
+
+# lmdb errors that mean the files are not (or no longer) a sound lmdb environment.
+_DAMAGE = (
+    lmdb.CorruptedError,
+    lmdb.InvalidError,
+    lmdb.PageNotFoundError,
+    lmdb.VersionMismatchError,
+    lmdb.IncompatibleError,
+    lmdb.BadChecksumError,
+    lmdb.PanicError,
+)
+
+
+class _Damaged(Exception):
+    """A stored value that does not decode (turned into RegistryError by ``_guarded``)."""
+
+
+class _NoSpace(Exception):
+    """Too little free space to open the registry safely."""
+
+
+def _damaged(where: Path, detail: str) -> str:
+    return (
+        f"the registry {where} is damaged ({detail}): it is a cache of what runs; move it "
+        f"aside (mv {where} {where}.damaged) and restart the instances"
+    )
+
+
+def _no_space(where: Path, detail: str) -> str:
+    return (
+        f"cannot use the registry {where}: no space left on its disk ({detail}); free space "
+        "there and retry"
+    )
+
+
+def _unusable(where: Path, detail: str) -> str:
+    return (
+        f"cannot use the registry {where} ({detail}): it must be a directory this user can "
+        "read and write"
+    )
+
+
+def _check_free_space(where: Path) -> None:
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fs = os.statvfs(probe)
+    except OSError:
+        return  # cannot tell: lmdb will say what is wrong
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise _NoSpace(f"{free} bytes free, {MIN_FREE_BYTES >> 20} MiB needed")
+
+
+def _key_name(key: bytes) -> str:
+    try:
+        return bytes(key).decode()
+    except UnicodeDecodeError:
+        raise _Damaged(f"a record key {bytes(key)[:40]!r} is not UTF-8") from None
+
+
+def _decode_epoch(raw: bytes | None, name: str) -> int:
+    if raw is None:
+        return 0
+    if not raw.isdigit():
+        raise _Damaged(f"epoch counter of {name!r} is {raw[:40]!r}, not a number")
+    return int(raw)
+
+
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "host": str,
+    "port": int,
+    "epoch": int,
+    "log_dir": str,
+    "app": str,
+    "code_version": str,
+    "pid": int,
+    "started": (int, float),
+}
+
+
+def _decode_record(raw: bytes, name: str) -> InstanceRecord:
+    """One stored record, checked field by field (a damaged one raises RegistryError)."""
+    try:
+        data = msgpack.unpackb(raw)
+    except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError...
+        raise _Damaged(f"the record of {name!r} does not decode ({_one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise _Damaged(f"the record of {name!r} is a {type(data).__name__}, not a map")
+    for field, kind in _RECORD_FIELDS.items():
+        value = data.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _Damaged(f"the record of {name!r} has a bad {field!r}: {value!r:.60}")
+    if data["name"] != name:
+        raise _Damaged(f"the record stored as {name!r} names {data['name']!r}")
+    return InstanceRecord(**{field: data[field] for field in _RECORD_FIELDS})
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _standby_key(name: str, holder: str) -> bytes:
+    return name.encode() + b"/" + holder.encode()
+
+
+def _decode_lease(raw: bytes | None, name: str) -> Lease | None:
+    if raw is None:
+        return None
+    try:
+        data = msgpack.unpackb(bytes(raw))
+        lease = Lease(
+            str(data["name"]), str(data["holder"]), int(data["epoch"]), float(data["expires"])
+        )
+    except Exception as exc:
+        raise _Damaged(f"the lease of {name!r} does not decode ({_one_line(exc)})") from None
+    return lease
+
+
+def _decode_standby(raw: bytes, name: str) -> StandbyRecord | None:
+    """A standby's report; None if it does not decode (reports are advisory)."""
+    try:
+        data = msgpack.unpackb(raw)
+        return StandbyRecord(**{f: data[f] for f in StandbyRecord.__dataclass_fields__})
+    except Exception:
+        return None
+
+
+# errno values that mean "this user may not write there" (not a full disk, not damage)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def not_writable(home: Path, path: object, detail: str) -> str:
+    """The one-line refusal for a home (or a part of it) that this user cannot write."""
+    return (
+        f"cannot write {path} ({detail}): the home {home} must be writable by this user (an "
+        "instance keeps its registry entry and its log there); fix its permissions, or choose "
+        "another with --home or $IMMORTALS_HOME"
+    )
