@@ -13,6 +13,12 @@ Typical use::
     with LogReader(path) as log:
         for record in log.records():
             ...
+
+A standby taking over from a writer that may still be alive (FORMAT.md 8.1)::
+
+    claim(path, epoch=2)  # from now on, epoch 1 refuses to append
+    with LogWriter.open(path, epoch=2, take_over=True) as log:
+        log.append([...])  # what epoch 1 writes from here on is void for every reader
 """
 
 from ._checkpoint import (
@@ -40,6 +46,7 @@ from ._errors import (
     TrimRefusedError,
     ValueCodecError,
 )
+from ._fence import Fence, FenceCorruptError, FenceEntry, claim, read_fence
 from ._frame import Frame, FrameDecoder, FrameEncoder, FrameHeader, decode_frame
 from ._lmdbenv import acquire_env, release_env
 from ._meta import CodeVersion, LogMeta, read_meta
@@ -58,6 +65,9 @@ __all__ = [
     "CorruptLogError",
     "Damage",
     "DamagedRange",
+    "Fence",
+    "FenceCorruptError",
+    "FenceEntry",
     "FencedError",
     "FormatVersionError",
     "Frame",
@@ -83,6 +93,7 @@ __all__ = [
     "ValueCodecError",
     "VerifyReport",
     "acquire_env",
+    "claim",
     "code_path",
     "decode_checkpoint",
     "decode_frame",
@@ -90,6 +101,7 @@ __all__ = [
     "load_code",
     "pack_state",
     "pack_value",
+    "read_fence",
     "read_meta",
     "release_env",
     "seal_checkpoint",

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ._checkpoint import (
     read_checkpoint_info,
 )
 from ._errors import CheckpointError, FormatVersionError, FrameError
+from ._fence import BEGIN, Fence, read_fence
 from ._frame import HEADER_SIZE, FrameHeader, check_body, parse_header
 from ._index import Coverage, FrameLoc, LogIndex
 from ._meta import META_NAME, LogMeta
@@ -54,15 +56,78 @@ class CatchUp:
     damage: list[tuple[Path, Damage]] = field(default_factory=list)
     rebuilt: bool = False
     frames_scanned: int = 0
+    fence: Fence = field(default_factory=Fence)
+    void_tail: bool = False
+    """The scan of ``end_segment`` stopped at void bytes: the segment must not be appended to."""
 
 
 def list_segments(log_dir: Path) -> list[SegmentFile]:
+    """Every segment file, void or not, by first LSN (for the rule, see :func:`live_segments`)."""
     found = []
     for entry in log_dir.iterdir():
         first = parse_segment_name(entry.name)
         if first is not None:
             found.append(SegmentFile(first, entry))
     return sorted(found, key=lambda s: s.first_lsn)
+
+
+def live_segments(log_dir: Path, fence: Fence) -> list[SegmentFile]:
+    """The segments of the log, by first LSN, leaving out those a fenced-out writer made.
+
+    A segment whose first frame is void (its header holds, and its epoch was fenced out at or
+    before its LSN) was created by a zombie after a takeover: it is not part of the log, not a
+    gap, and never the newest segment to append to. Every reader lists segments through here.
+    Without begins in the fence this is the plain listing, with no reads.
+    """
+    segments = list_segments(log_dir)
+    lowest = fence.lowest_begin
+    if lowest is None:
+        return segments
+    return [s for s in segments if s.first_lsn < lowest or not _first_frame_void(s, fence)]
+
+
+def _first_frame_void(seg: SegmentFile, fence: Fence) -> bool:
+    try:
+        with open(seg.path, "rb") as f:
+            f.seek(SEGMENT_HEADER_SIZE)
+            head = f.read(HEADER_SIZE)
+        header = parse_header(head, 0)
+    except (OSError, FrameError, FormatVersionError):
+        return False
+    return fence.is_void(header.epoch, header.first_lsn)
+
+
+def sync_index_with_fence(index: LogIndex, fence: Fence, log_id: str) -> bool:
+    """Drop index entries that a fence grown since the index last saw it made void.
+
+    The index stores how many fence entries it honours and their CRC. If the fence only grew,
+    entries from the lowest LSN a new ``begin`` names are dropped (they may describe a zombie's
+    frames, indexed while they still counted) and catch-up rescans them with the void rule; if
+    the fence is not an extension of the one the index saw, the index is reset (True: rebuild).
+    """
+    mark = index.fence_mark()
+    count = len(fence.entries)
+    if mark is None:
+        if count == 0:
+            return False
+        known = 0
+    else:
+        known, crc = mark
+        if known == count and crc == fence.crc:
+            return False
+        if known > count or _prefix_crc(fence, known) != crc:
+            index.reset(log_id)
+            index.set_fence_mark(count, fence.crc)
+            return True
+    new_begins = [e.lsn for e in fence.entries[known:] if e.kind == BEGIN]
+    if new_begins:
+        index.truncate_from(min(new_begins))
+    index.set_fence_mark(count, fence.crc)
+    return False
+
+
+def _prefix_crc(fence: Fence, count: int) -> int:
+    return zlib.crc32(b"".join(e.encode() for e in fence.entries[:count]))
 
 
 def read_from(path: Path, offset: int) -> bytes:
@@ -111,7 +176,12 @@ def bound_by_next_segment(damage: Damage, following: SegmentFile | None) -> Dama
 
 
 def _check_mark(
-    index: LogIndex, cov: Coverage, segments: list[SegmentFile], *, whole_frame: bool
+    index: LogIndex,
+    cov: Coverage,
+    segments: list[SegmentFile],
+    *,
+    whole_frame: bool,
+    fence: Fence,
 ) -> bool | Damage:
     """Whether the ``covered`` mark and the segment boundaries in the index match the segments.
 
@@ -122,6 +192,8 @@ def _check_mark(
     for ``max_epoch`` and ``last_wall_ns``. Each segment boundary up to the mark must be one the
     index knows (the last frame before it in the previous segment, the first after it at the
     segment's start), or a segment the index covered was deleted or replaced.
+
+    A mark naming a void frame (a zombie indexed it after a takeover) is not believed either.
 
     False means "rebuild". A Damage means the mark and its frame entry agree on a place whose
     bytes are no longer a sound frame: the frame was durable (the mark moves only after the
@@ -166,6 +238,7 @@ def _check_mark(
         or last.offset + HEADER_SIZE + last.stored_size != cov.end_offset
         or last.epoch != cov.max_epoch
         or last.wall_ns != cov.last_wall_ns
+        or fence.is_void(last.epoch, last.first_lsn)
     ):
         return False
     try:
@@ -247,37 +320,58 @@ def missing_records(
     )
 
 
-def catch_up(log_dir: Path, index: LogIndex, log_id: str, *, whole_frame: bool = False) -> CatchUp:
+def catch_up(
+    log_dir: Path,
+    index: LogIndex,
+    log_id: str,
+    *,
+    whole_frame: bool = False,
+    fence: Fence | None = None,
+) -> CatchUp:
     """Make the index cover every sound frame; return where the sound log ends and any damage.
 
     ``whole_frame`` (the writer) checks the body of the last frame the index covers too, not only
-    its header: the writer's position must come from a frame the segment proves whole.
+    its header: the writer's position must come from a frame the segment proves whole. Void
+    frames (FORMAT.md 8.1) end their segment's scan quietly; ``fence`` is read when not given.
     """
+    if fence is None:
+        fence = read_fence(log_dir)
+    rebuilt = index.log_id() == log_id and sync_index_with_fence(index, fence, log_id)
     # Read the mark before listing the segments: a writer in another process may roll over to a
     # new segment at any moment, and a mark naming a segment the listing has not seen yet would
     # look untrustworthy, wiping a sound index under a live writer.
     cov = index.coverage()
-    segments = list_segments(log_dir)
-    rebuilt = False
-    mark = True if cov is None else _check_mark(index, cov, segments, whole_frame=whole_frame)
+    segments = live_segments(log_dir, fence)
+    mark = (
+        True
+        if cov is None
+        else _check_mark(index, cov, segments, whole_frame=whole_frame, fence=fence)
+    )
     if index.log_id() != log_id or mark is False:
         index.reset(log_id)
+        index.set_fence_mark(len(fence.entries), fence.crc)
         rebuilt = True
         cov = None
-        segments = list_segments(log_dir)  # every frame indexed before the reset is listed now
+        segments = live_segments(log_dir, fence)  # every frame indexed before the reset is listed
     elif segments and (first := index.first_lsn()) is not None and first < segments[0].first_lsn:
         index.drop_below(segments[0].first_lsn)  # a trim stopped before the index followed
     if not segments:
-        return CatchUp(1, 0, 0, None, 0, rebuilt=rebuilt)
+        return CatchUp(1, 0, 0, None, 0, rebuilt=rebuilt, fence=fence)
     if cov is None:
         start = 0
         offset = 0
-        state = CatchUp(segments[0].first_lsn, 0, 0, segments[0], 0, rebuilt=rebuilt)
+        state = CatchUp(segments[0].first_lsn, 0, 0, segments[0], 0, rebuilt=rebuilt, fence=fence)
     else:
         start = next(i for i, s in enumerate(segments) if s.first_lsn == cov.segment)
         offset = cov.end_offset
         state = CatchUp(
-            cov.next_lsn, cov.max_epoch, cov.last_wall_ns, segments[start], offset, rebuilt=rebuilt
+            cov.next_lsn,
+            cov.max_epoch,
+            cov.last_wall_ns,
+            segments[start],
+            offset,
+            rebuilt=rebuilt,
+            fence=fence,
         )
         if isinstance(mark, Damage):
             state.damage.append((segments[start].path, mark))
@@ -286,8 +380,10 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str, *, whole_frame: bool =
         seg = segments[i]
         is_last = i == len(segments) - 1
         following = None if is_last else segments[i + 1]
+        prev_epoch: int | None = state.max_epoch  # resuming after the mark's frame
         if i > start or cov is None:
             offset = 0
+            prev_epoch = None
         buf = read_from(seg.path, offset)
         if offset == 0:
             bad = segment_header_damage(seg, buf, is_last=is_last)
@@ -305,7 +401,14 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str, *, whole_frame: bool =
             offset = SEGMENT_HEADER_SIZE
             buf = buf[SEGMENT_HEADER_SIZE:]
             state.end_segment, state.end_offset = seg, offset
-        result = scan_segment(buf, start_offset=0, expected_lsn=state.next_lsn, is_last=is_last)
+        result = scan_segment(
+            buf,
+            start_offset=0,
+            expected_lsn=state.next_lsn,
+            is_last=is_last,
+            fence=fence,
+            prev_epoch=prev_epoch if offset > SEGMENT_HEADER_SIZE else None,
+        )
         locs = []
         for ref in result.frames:
             h = ref.header
@@ -326,6 +429,7 @@ def catch_up(log_dir: Path, index: LogIndex, log_id: str, *, whole_frame: bool =
         state.frames_scanned += len(locs)
         state.next_lsn = result.next_lsn
         state.end_segment, state.end_offset = seg, offset + result.end_offset
+        state.void_tail = result.void_at is not None
         for j in range(0, len(locs), _INDEX_BATCH):
             chunk = locs[j : j + _INDEX_BATCH]
             last = chunk[-1]

@@ -32,6 +32,7 @@ from typing import Final
 
 import lmdb
 
+from ._frame import HEADER_SIZE
 from ._lmdbenv import acquire_env, open_dbs, release_env
 
 INDEX_DIR: Final = "index"
@@ -41,6 +42,7 @@ _COVERED: Final = struct.Struct("<QQQIq")  # segment, end offset, next lsn, max 
 _KEY: Final = struct.Struct(">Q")
 _TIME_KEY: Final = struct.Struct(">QQ")
 _TIME_BIAS: Final = 1 << 63
+_FENCE_MARK: Final = struct.Struct("<QI")  # fence entries the index was checked against, CRC
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,51 @@ class LogIndex:
                     coverage.next_lsn,
                     coverage.max_epoch,
                     coverage.last_wall_ns,
+                ),
+                db=self._meta,
+            )
+
+    def fence_mark(self) -> tuple[int, int] | None:
+        """(entry count, CRC of those entries) of the fence this index was last made to honour."""
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"fence")
+        return _FENCE_MARK.unpack(raw) if raw is not None else None
+
+    def set_fence_mark(self, count: int, crc: int) -> None:
+        with self._env.begin(write=True, db=self._meta) as txn:
+            txn.put(b"fence", _FENCE_MARK.pack(count, crc))
+
+    def truncate_from(self, lsn: int) -> None:
+        """Forget every frame starting at or after ``lsn`` and move the mark back before them.
+
+        Used when a takeover voided records from ``lsn`` on: entries for them may have been
+        added while they still counted, and must never be served. Catch-up then rescans from
+        the last frame kept (a few frames: only what was written since the takeover).
+        """
+        self.known_boundaries.clear()
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._frames)
+            doomed = []
+            if cur.set_range(_KEY.pack(lsn)):
+                doomed = [_to_loc(k, v) for k, v in cur]
+            for loc in doomed:
+                txn.delete(_KEY.pack(loc.first_lsn), db=self._frames)
+                txn.delete(_TIME_KEY.pack(loc.wall_ns + _TIME_BIAS, loc.first_lsn), db=self._times)
+            if not doomed:
+                return
+            cur = txn.cursor(db=self._frames)
+            if not cur.last():
+                txn.delete(b"covered", db=self._meta)
+                return
+            last = _to_loc(cur.key(), cur.value())
+            txn.put(
+                b"covered",
+                _COVERED.pack(
+                    last.segment,
+                    last.offset + HEADER_SIZE + last.stored_size,
+                    last.last_lsn + 1,
+                    last.epoch,
+                    last.wall_ns,
                 ),
                 db=self._meta,
             )

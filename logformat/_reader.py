@@ -36,7 +36,7 @@ from ._files import (
     catch_up,
     checkpoint_infos,
     header_matches,
-    list_segments,
+    live_segments,
 )
 from ._frame import HEADER_SIZE, decode_frame, raw_body
 from ._index import FrameLoc, LogIndex
@@ -92,15 +92,20 @@ class LogReader:
         self._frames: OrderedDict[int, tuple[FrameLoc, list[Any]]] = OrderedDict()
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._state: CatchUp = catch_up(self.path, self._index, self.meta.log_id)
-        self._segments = list_segments(self.path)
+        self._segments = live_segments(self.path, self._state.fence)
         self._rechecked = False
 
     # -- range and freshness -------------------------------------------------------------------
 
     def refresh(self) -> None:
         """See what the writer appended since the last look (and re-read the metadata)."""
+        before = self._state.fence
         self._state = catch_up(self.path, self._index, self.meta.log_id)
-        self._segments = list_segments(self.path)
+        if self._state.fence.crc != before.crc or self._state.fence.size != before.size:
+            # A takeover since the last look: frames decoded before may be void now.
+            self._frames.clear()
+            self._raw.clear()
+        self._segments = live_segments(self.path, self._state.fence)
         self.meta = read_meta(self.path)
 
     @property
@@ -178,6 +183,8 @@ class LogReader:
                 if frame.header.first_lsn != expected:
                     break
                 h = frame.header
+                if self._state.fence.is_void(h.epoch, h.first_lsn):
+                    break  # a fenced-out writer's frame: this segment ends here for readers
                 here = FrameLoc(
                     h.first_lsn,
                     seg.first_lsn,
@@ -357,7 +364,8 @@ class LogReader:
         if self._rechecked:
             return False
         self._rechecked = True
-        holder = [seg for seg in list_segments(self.path) if seg.first_lsn <= lsn]
+        fence = self._state.fence
+        holder = [seg for seg in live_segments(self.path, fence) if seg.first_lsn <= lsn]
         if not holder:
             return False
         seg = holder[-1]
@@ -372,6 +380,7 @@ class LogReader:
             expected_lsn=seg.first_lsn,
             is_last=True,
             stop_at_tail=True,
+            fence=fence,
         )
         sound = next(
             (r for r in result.frames if r.header.first_lsn <= lsn <= r.header.last_lsn), None
@@ -400,7 +409,7 @@ class LogReader:
         for seg in self._segments:
             if seg.first_lsn == first_lsn:
                 return seg
-        self._segments = list_segments(self.path)
+        self._segments = live_segments(self.path, self._state.fence)
         for seg in self._segments:
             if seg.first_lsn == first_lsn:
                 return seg
@@ -432,6 +441,11 @@ class LogReader:
                 raise FrameError(
                     f"frame holds LSNs {frame.header.first_lsn}..{frame.header.last_lsn}, "
                     f"index says {loc.first_lsn}..{loc.last_lsn}"
+                )
+            if self._state.fence.is_void(frame.header.epoch, frame.header.first_lsn):
+                raise FrameError(  # the index is wrong: it must never name a void frame
+                    f"the index names a void frame (epoch {frame.header.epoch}, fenced out from "
+                    f"LSN {self._state.fence.void_from(frame.header.epoch)})"
                 )
             raw = raw_body(frame.header, frame.body)
         except (FrameError, FormatVersionError) as exc:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from ._errors import FormatVersionError, FrameError
 from ._frame import FRAME_MAGIC, HEADER_SIZE, ByteView, FrameHeader, check_body, parse_header
+
+if TYPE_CHECKING:
+    from ._fence import Fence
 
 SEGMENT_MAGIC: Final = b"IMLOGSEG"
 SEGMENT_READ_VERSION: Final = 1
@@ -115,6 +118,9 @@ class ScanResult:
     end_offset: int = SEGMENT_HEADER_SIZE
     next_lsn: int = 0
     damage: list[Damage] = field(default_factory=list)
+    void_at: int | None = None
+    """Where void bytes begin (a fenced-out writer's frames, sound or torn), if the scan met any:
+    the segment is read as if it ended there, and no writer may append to it again."""
 
     @property
     def torn_tail(self) -> Damage | None:
@@ -157,6 +163,8 @@ def scan_segment(
     expected_lsn: int,
     is_last: bool,
     stop_at_tail: bool = False,
+    fence: Fence | None = None,
+    prev_epoch: int | None = None,
 ) -> ScanResult:
     """Walk the frames of one segment's bytes from ``start_offset``.
 
@@ -164,11 +172,22 @@ def scan_segment(
     follows is a torn tail when ``is_last`` (the writer may cut it), corruption otherwise.
     With ``stop_at_tail`` the scan stops quietly at the first frame that is not whole yet: that is
     how a reader treats the end of a log another process is still writing.
+
+    With a ``fence`` that has begins, the scan ends quietly where void bytes start (see
+    :func:`void_here`); ``prev_epoch`` is the epoch of the frame just before ``start_offset`` in
+    this segment, when the scan does not start at the segment's first frame.
     """
     result = ScanResult(end_offset=start_offset, next_lsn=expected_lsn)
     offset = start_offset
     size = len(buf)
+    check_void = fence is not None and fence.lowest_begin is not None
     while offset < size:
+        if check_void:
+            assert fence is not None
+            last_epoch = result.frames[-1].header.epoch if result.frames else prev_epoch
+            if void_here(buf, offset, result.next_lsn, last_epoch, fence):
+                result.void_at = offset
+                return result
         header = _sound_frame_at(buf, offset)
         if header is not None and header.first_lsn == result.next_lsn:
             result.frames.append(FrameRef(offset, header))
@@ -202,6 +221,25 @@ def scan_segment(
         result.damage.append(Damage("corrupt", offset, resume, result.next_lsn, last_lsn, reason))
         return result
     return result
+
+
+def void_here(
+    buf: ByteView, offset: int, expected_lsn: int, last_epoch: int | None, fence: Fence
+) -> bool:
+    """Whether the bytes at ``offset`` (and so the rest of the segment) are void.
+
+    They are when they start a frame whose header holds (sound body or not) and whose epoch was
+    fenced out at or before its LSN; or, when no header can be read there, when the frame before
+    it in this segment (epoch ``last_epoch``) was fenced out at or before ``expected_lsn``: no
+    writer that has not lost the log ever writes at that place, since a taker starts a new
+    segment and a writer never appends after void bytes. The one place where an unreadable frame
+    proves nothing is the start of a segment; that is left to the usual rules.
+    """
+    try:
+        header = parse_header(buf, offset)
+    except (FrameError, FormatVersionError):
+        return last_epoch is not None and fence.is_void(last_epoch, expected_lsn)
+    return fence.is_void(header.epoch, header.first_lsn)
 
 
 def _diagnose(buf: ByteView, offset: int) -> tuple[str, FrameHeader | None]:

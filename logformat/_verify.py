@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ._checkpoint import decode_checkpoint, list_checkpoint_files
 from ._errors import CheckpointError, FormatVersionError, FrameError, PickleRefusedError
+from ._fence import NO_FENCE, Fence, FenceCorruptError, read_fence
 from ._files import (
     bound_by_next_segment,
-    list_segments,
+    live_segments,
     missing_records,
     segment_gap,
     segment_header_damage,
@@ -95,7 +96,14 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
     # Listed before the segments are read: a live writer's newer checkpoint would otherwise
     # look like proof of records lost, when they were merely appended after the scan.
     checkpoints = list_checkpoint_files(log_dir)
-    segments = list_segments(log_dir)
+    fence: Fence = NO_FENCE
+    try:
+        fence = read_fence(log_dir)
+    except FenceCorruptError as exc:
+        # Which writers are void is unknown: say so, and read the segments with no fence.
+        damage = Damage("corrupt", exc.offset, exc.offset, None, None, exc.reason)
+        report.damaged.append(DamagedRange(Path(exc.file), damage))
+    segments = live_segments(log_dir, fence)
     report.segments = len(segments)
     expected = segments[0].first_lsn if segments else 1
     report.first_lsn = expected
@@ -114,9 +122,18 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
             report.damaged.append(DamagedRange(seg.path, segment_gap(seg, expected)))
             expected = seg.first_lsn
         offset = SEGMENT_HEADER_SIZE
+        last_epoch: int | None = None
         while True:
-            result = scan_segment(data, start_offset=offset, expected_lsn=expected, is_last=is_last)
+            result = scan_segment(
+                data,
+                start_offset=offset,
+                expected_lsn=expected,
+                is_last=is_last,
+                fence=fence,
+                prev_epoch=last_epoch if offset > SEGMENT_HEADER_SIZE else None,
+            )
             for ref in result.frames:
+                last_epoch = ref.header.epoch
                 report.frames += 1
                 report.records += ref.header.record_count
                 try:

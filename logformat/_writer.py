@@ -37,11 +37,25 @@ from ._errors import (
     MissingRecordsError,
     TrimRefusedError,
 )
-from ._files import SegmentFile, catch_up, checkpoint_infos, list_segments, missing_records
+from ._fence import FenceWatch, begin, read_fence
+from ._files import (
+    SegmentFile,
+    catch_up,
+    checkpoint_infos,
+    live_segments,
+    missing_records,
+    sync_index_with_fence,
+)
 from ._frame import HEADER_SIZE, FrameEncoder
 from ._index import Coverage, FrameLoc, LogIndex
 from ._meta import LogMeta, fsync_dir, read_meta, write_meta
-from ._segment import SEGMENT_HEADER_SIZE, Damage, encode_segment_header, segment_name
+from ._segment import (
+    SEGMENT_HEADER_SIZE,
+    Damage,
+    encode_segment_header,
+    scan_segment,
+    segment_name,
+)
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
@@ -123,8 +137,10 @@ class LogWriter:
         segment_size: int,
         max_frame_bytes: int,
         fault_hook: Callable[[str], None] | None = None,
+        take_over: bool = False,
     ) -> None:
         self.path = log_dir
+        self.take_over = take_over
         self.meta = meta
         self.epoch = epoch
         self.sync = sync
@@ -141,6 +157,7 @@ class LogWriter:
         self.max_epoch = 0
         self._last_wall_ns = 0
         self.recovery: RecoveryReport | None = None
+        self._watch: FenceWatch | None = None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -155,14 +172,31 @@ class LogWriter:
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         fault_hook: Callable[[str], None] | None = None,
+        take_over: bool = False,
     ) -> LogWriter:
         """Open (or, given ``create``, create) the log at ``path`` for appending.
 
         Takes the writer lock, cuts a torn tail back to the last whole frame, brings the index up
-        to date, and refuses an ``epoch`` older than one already in the log. Damage in the middle
-        raises CorruptLogError: appending after it would bury it.
+        to date, and refuses an ``epoch`` older than one already in the log, or than one the
+        fence file names (FORMAT.md 8.1). Damage in the middle raises CorruptLogError: appending
+        after it would bury it.
+
+        ``take_over=True`` is a standby taking the log from a writer that may still be alive
+        (paused, its lease lapsed): it does not take the lock (the old process may hold it),
+        requires that ``claim(path, epoch)`` was done first, cuts nothing (the old writer may
+        still hold the newest segment open), reads the tail (last whole frame: LSN L), writes
+        ``begin epoch at L + 1`` to the fence and starts a new segment there. Whatever the old
+        writer appends afterwards is void for every reader.
         """
         log_dir = Path(path)
+        if take_over:
+            if create is not None and not (log_dir / "meta.json").exists():
+                raise LogError(f"{log_dir}: a takeover needs an existing log")
+            fence = read_fence(log_dir)
+            if not fence.claimed(epoch):
+                raise LogError(
+                    f"{log_dir}: a takeover with epoch {epoch} needs claim(path, {epoch}) first"
+                )
         if create is not None and not (log_dir / "meta.json").exists():
             log_dir.mkdir(parents=True, exist_ok=True)
             meta = dataclasses.replace(create, created_ns=create.created_ns or time.time_ns())
@@ -170,7 +204,7 @@ class LogWriter:
                 meta = meta.with_version(1, meta.app, meta.code_version)
             write_meta(log_dir, meta)
         meta = read_meta(log_dir)
-        lock_fd = acquire_lock(log_dir)
+        lock_fd = -1 if take_over else acquire_lock(log_dir)
         writer = cls(
             log_dir,
             epoch=epoch,
@@ -180,6 +214,7 @@ class LogWriter:
             segment_size=segment_size,
             max_frame_bytes=max_frame_bytes,
             fault_hook=fault_hook,
+            take_over=take_over,
         )
         try:
             writer._recover()
@@ -190,10 +225,17 @@ class LogWriter:
 
     def _recover(self) -> None:
         started = time.perf_counter()
-        state = catch_up(self.path, self._index, self.meta.log_id, whole_frame=True)
+        self._watch = FenceWatch(self.path)
+        fence = self._watch.fence
+        if fence.fences(self.epoch) or (self.take_over and fence.begin_of(self.epoch) is not None):
+            raise FencedError(
+                f"epoch {self.epoch} may not write {self.path}: the fence holds "
+                f"{', '.join(e.describe() for e in fence.entries)}; claim a higher epoch"
+            )
+        state = catch_up(self.path, self._index, self.meta.log_id, whole_frame=True, fence=fence)
         truncated: Damage | None = None
         truncated_file: Path | None = None
-        segments = list_segments(self.path)
+        segments = live_segments(self.path, fence)
         # Before anything is cut or created: records lost with whole segments (or the end of the
         # newest one) must never be written over by new records with the same LSNs.
         for file, damage in state.damage:
@@ -213,6 +255,8 @@ class LogWriter:
             )
         for file, damage in state.damage:
             is_last_segment = bool(segments) and file == segments[-1].path
+            if damage.kind == "torn-tail" and is_last_segment and self.take_over:
+                continue  # the old writer may be writing it: it becomes void bytes, not cut
             if damage.kind == "torn-tail" and is_last_segment:
                 truncated, truncated_file = damage, file
                 if damage.offset < SEGMENT_HEADER_SIZE:
@@ -240,12 +284,25 @@ class LogWriter:
                 f"epoch {self.epoch} is older than epoch {self.max_epoch} already in {self.path}; "
                 "a newer writer has taken over this log"
             )
-        segments = list_segments(self.path)
-        if segments:
-            self._open_segment(segments[-1], create=False)
+        if self.take_over:
+            fence = begin(self.path, self.epoch, self.next_lsn)
+            self._watch.refresh()
+            sync_index_with_fence(self._index, fence, self.meta.log_id)
+            self._create_segment(self.next_lsn)
         else:
-            self._open_segment(SegmentFile(self.next_lsn, self.path / segment_name(self.next_lsn)))
-        self._remove_unfinished_checkpoints()
+            segments = live_segments(self.path, fence)
+            newest = segments[-1] if segments else None
+            if (
+                newest is not None
+                and newest == state.end_segment
+                and os.path.getsize(newest.path) == state.end_offset
+            ):
+                self._open_segment(newest, create=False)
+            else:
+                # No segment yet, or the newest ends in void bytes (a fenced-out writer's): a
+                # writer never appends after those, it starts the next segment.
+                self._create_segment(self.next_lsn)
+            self._remove_unfinished_checkpoints()
         self.recovery = RecoveryReport(
             self.next_lsn,
             self.max_epoch,
@@ -256,9 +313,44 @@ class LogWriter:
             time.perf_counter() - started,
         )
 
+    def _create_segment(self, first_lsn: int) -> None:
+        """Start the segment ``first_lsn``, refusing (FencedError) if this writer lost the log.
+
+        A file of that name that holds no record that counts (only a header, a torn first frame,
+        or void frames: a fenced-out writer's) is renamed aside to ``<name>.void-<ns>``, never
+        appended to: its writer may still hold it open. The fence is checked again after the
+        rename; if a newer epoch claimed the log meanwhile the file is put back.
+        """
+        self._check_fence()
+        seg = SegmentFile(first_lsn, self.path / segment_name(first_lsn))
+        try:
+            self._open_segment(seg)
+            return
+        except FileExistsError:
+            if not self._holds_no_records(seg):
+                raise LogError(
+                    f"{seg.path} already exists and holds records; cannot start a segment there"
+                ) from None
+        aside = seg.path.with_name(f"{seg.path.name}.void-{time.time_ns()}")
+        os.rename(seg.path, aside)
+        if self.fenced():
+            try:
+                os.link(aside, seg.path)  # put it back unless someone made a new one
+                os.unlink(aside)
+            except FileExistsError:
+                pass
+            self._check_fence()
+        self._open_segment(seg)
+
+    def _holds_no_records(self, seg: SegmentFile) -> bool:
+        assert self._watch is not None
+        data = seg.path.read_bytes()
+        result = scan_segment(
+            data, expected_lsn=seg.first_lsn, is_last=True, fence=self._watch.fence
+        )
+        return not result.frames and all(d.kind == "torn-tail" for d in result.damage)
+
     def _open_segment(self, seg: SegmentFile, *, create: bool = True) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
         if create:
             fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.write(fd, encode_segment_header(seg.first_lsn))
@@ -267,6 +359,8 @@ class LogWriter:
                 fsync_dir(self.path)
         else:
             fd = os.open(seg.path, os.O_WRONLY)
+        if self._fd >= 0:
+            os.close(self._fd)  # only once the next one is open: a failed create keeps it
         self._fd = fd
         self._segment = seg
         self._offset = os.lseek(fd, 0, os.SEEK_END)
@@ -277,6 +371,26 @@ class LogWriter:
     def last_lsn(self) -> int:
         """LSN of the newest durable record (0 for an empty log)."""
         return self.next_lsn - 1
+
+    def fenced(self) -> bool:
+        """Whether a higher epoch has claimed this log (this writer lost it; it stays lost).
+
+        Cheap (one ``fstat`` of the fence file, re-read only when it grew). A writer that
+        passed its check just before a claim may still append, and its records may then be
+        void: check this after the fsync, before releasing any output that depends on them.
+        """
+        if self._watch is None:
+            return False
+        return self._watch.refresh().fences(self.epoch)
+
+    def _check_fence(self) -> None:
+        if self.fenced():
+            assert self._watch is not None
+            fence = self._watch.fence
+            raise FencedError(
+                f"epoch {self.epoch} has lost {self.path}: epoch {fence.highest_epoch} claimed "
+                "it (see its fence file); this writer must stop"
+            )
 
     def append(self, records: Sequence[Any], *, wall_ns: int | None = None) -> Appended:
         """Make ``records`` durable as LSNs ``next_lsn ...``; returns an :class:`Appended`.
@@ -295,6 +409,7 @@ class LogWriter:
             raise FencedError(
                 f"epoch {self.epoch} is older than epoch {self.max_epoch} already durable"
             )
+        self._check_fence()
         now = time.time_ns() if wall_ns is None else wall_ns
         now = max(now, self._last_wall_ns)  # keep frame times monotonic for the time index
         frames, locs = self._encode(records, now)
@@ -313,13 +428,20 @@ class LogWriter:
         self.next_lsn += len(records)
         self.max_epoch = max(self.max_epoch, self.epoch)
         self._last_wall_ns = now
+        added = len(data)
+        if self.fenced():
+            # Claimed while writing: these records may be void (fenced() tells the caller).
+            # Index nothing (entries for void frames would have to be purged) and roll nothing.
+            return Appended(first_lsn, self.next_lsn - 1, added)
         self._index.add(
             locs,
             Coverage(self._segment.first_lsn, self._offset, self.next_lsn, self.max_epoch, now),
         )
-        added = len(data)
         if self._offset >= self._segment_size:
-            self._open_segment(SegmentFile(self.next_lsn, self.path / segment_name(self.next_lsn)))
+            try:
+                self._create_segment(self.next_lsn)
+            except FencedError:
+                return Appended(first_lsn, self.next_lsn - 1, added)  # lost it just now
             added += self._offset  # the new segment's header (the offset just after it)
         return Appended(first_lsn, self.next_lsn - 1, added)
 
@@ -412,6 +534,8 @@ class LogWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._watch is not None:
+            self._watch.close()
         self._index.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the fd releases the flock
@@ -428,7 +552,7 @@ def trim_segments(
     log_dir: Path, index: LogIndex, below: int, *, require_checkpoint: bool = True
 ) -> TrimReport:
     """The trim shared by :meth:`LogWriter.trim` and :func:`trim_log` (caller holds the lock)."""
-    segments = list_segments(log_dir)
+    segments = live_segments(log_dir, read_fence(log_dir))
     doomed = [
         seg for seg, following in itertools.pairwise(segments) if following.first_lsn <= below
     ]
