@@ -15,9 +15,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from ._home import Home
+from ._home import Home, InstanceRecord
 from ._protocol import Closed, Connection, Event, Opened, Received
 from ._schema import PING, PeerMessage, read_ack
+
+FIRST_DELAY: Final = 0.05  # seconds before the first reconnection attempt; doubles after
 
 HANDSHAKE_SECONDS: Final = 5.0  # an accepted connection must finish the handshake in this time
 MAX_UNAUTHENTICATED: Final = 64  # accepted connections still in the handshake, at most
@@ -61,20 +63,18 @@ class Link:
 
     async def _run(self) -> None:
         owner = self.owner
-        delay = 0.05
+        delay = FIRST_DELAY
         while not owner.stopping:
             record = owner.home.lookup(self.peer)
             debug(f"{owner.name}: link to {self.peer}: looking up -> {record and record.address}")
             if record is None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, owner.config.reconnect_max_delay)
+                delay = await self._wait_for_news(record, delay)
                 continue
             try:
                 reader, writer = await asyncio.open_connection(record.host, record.port)
             except OSError as exc:
                 debug(f"{owner.name}: link to {self.peer}: connect failed: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, owner.config.reconnect_max_delay)
+                delay = await self._wait_for_news(record, delay)
                 continue
             conn = Connection(
                 me=owner.name,
@@ -86,7 +86,7 @@ class Link:
             writer.write(conn.start())
             try:
                 await self._serve(conn, reader, writer)
-                delay = 0.05
+                delay = FIRST_DELAY
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
             except asyncio.CancelledError:
@@ -98,7 +98,17 @@ class Link:
                 self._conn = None
                 with contextlib.suppress(Exception):
                     writer.close()
-            await asyncio.sleep(delay)
+            delay = await self._wait_for_news(record, delay)
+
+    async def _wait_for_news(self, seen: InstanceRecord | None, delay: float) -> float:
+        """Wait up to ``delay`` before the next attempt, less if the peer registers anew (a
+        restart, a standby taking over: ``Registry.watch``); the next delay (the backoff
+        starts over when the peer moved)."""
+        owner = self.owner
+        record = await owner.home.registry.watch(self.peer, seen, delay)
+        if record != seen:
+            return FIRST_DELAY
+        return min(delay * 2, float(owner.config.reconnect_max_delay))
 
     async def _serve(
         self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -55,12 +55,13 @@ from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
 from ._errors import InstanceError, NondeterminismError, UpgradeError
 from ._executor import EffectRequest, Sources, app_state
-from ._home import Home, InstanceRecord
+from ._home import Home, InstanceRecord, StandbyRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
+from ._standby import FOLLOW_POLL, REPORT_EVERY, LockWaiter, holder_id
 from ._upgrade_check import CheckSummary, check_new_code, shape_problems
 from ._versions import CodeBook
 
@@ -94,6 +95,7 @@ class NodeConfig:
     # Replay takes a step the recorded code does not reproduce as the code re-executes it,
     # instead of refusing to start (``--accept-divergence``).
     accept_divergence: bool = False
+    standby: bool = False  # follow the primary's log, warm, and take over when it dies
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,8 @@ class Node:
         self._history_check: subprocess.Popen[bytes] | None = None
         self._warm = False  # the coordinator already replayed the log (a takeover followed it)
         self._accepted: list[int] = []  # steps replay took as the code re-executed them
+        self._lock_fd: int | None = None  # the writer lock a standby won, for the log writer
+        self.standing_by = False  # following as a standby, not yet taking over
 
     @property
     def durable_lsn(self) -> int:
@@ -167,7 +171,9 @@ class Node:
     # -- start and recovery ---------------------------------------------------------------------
 
     async def start(self) -> StartupReport:
-        if self.config.take_over:
+        if self.config.standby:
+            await self._stand_by()
+        elif self.config.take_over:
             await self._follow_and_stop_the_running_one()
         started = time.perf_counter()
         self.secret = self.home.secret()
@@ -209,6 +215,9 @@ class Node:
     def _recover(self) -> tuple[int | None, int, list[str]]:
         """Open the log, load the newest checkpoint, replay what follows, re-release emits."""
         log_dir = self.home.log_dir(self.name)
+        if self._lock_fd is not None:  # TEMP until LogWriter.open takes the fd that holds it
+            os.close(self._lock_fd)
+            self._lock_fd = None
         try:
             self._writer = LogWriter.open(
                 log_dir,
@@ -302,14 +311,8 @@ class Node:
             )
         reader = LogReader(log_dir)
         try:
-            app_cls = self.app.cls
-            book = self._code_book = CodeBook(log_dir, reader.meta, at_hand=lambda: app_cls)
-            book.load_all()
             coordinator = self.coordinator
-            found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
-            coordinator.executor.code_for = book.app_for
-            checkpoint_lsn = self._start_from(found, log_dir)
-            self._catch_up(reader)
+            checkpoint_lsn = self._begin_following(reader)
             old_version = reader.meta.code_version
             if old_version != self.app.code_version and self.config.upgrade_check != "off":
                 old_cls = coordinator.executor.app_cls
@@ -346,6 +349,78 @@ class Node:
             self._warm = True
         finally:
             reader.close()
+
+    async def _stand_by(self) -> None:
+        """Follow the primary's log as a standby: apply each durable step as it appears (the
+        state stays warm, nothing is released or sent) and report how far it got; return once
+        the primary's writer lock is this process's (the primary died), with the log's tail
+        applied. ``start`` then opens the log at a new epoch and serves."""
+        if not self.config.coordinator.durable:
+            raise InstanceError("a standby follows a log: --standby needs --durability fsync")
+        log_dir = self.home.log_dir(self.name)
+        self.standing_by = True
+        while not (log_dir / "meta.json").exists():  # the primary has not created it yet
+            await asyncio.sleep(0.05)
+        holder = holder_id()
+        granted = asyncio.Event()
+        waiter = LockWaiter(log_dir, asyncio.get_running_loop(), granted.set)
+        reader = LogReader(log_dir)
+        registry = self.home.registry
+        try:
+            self._begin_following(reader)
+            self.log(
+                f"{self.name}: standby {holder} following {log_dir} at LSN "
+                f"{self.coordinator.next_lsn - 1}"
+            )
+            waiter.start()
+            report_due, lag = 0.0, 0.0
+            while not granted.is_set():
+                first = self.coordinator.next_lsn
+                if self._catch_up(reader):  # how long the oldest of them waited to be applied
+                    lag = max(lag, time.time() - reader.read(first).wall_ns / 1e9)
+                now = time.monotonic()
+                if now >= report_due:
+                    registry.report_standby(
+                        StandbyRecord(
+                            self.name,
+                            holder,
+                            os.getpid(),
+                            self.coordinator.next_lsn - 1,
+                            reader.last_lsn,
+                            lag * 1000,
+                            time.time(),
+                            0,
+                        )
+                    )
+                    report_due, lag = now + REPORT_EVERY, 0.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(granted.wait(), FOLLOW_POLL)
+            self.standing_by = False
+            self._catch_up(reader)  # the primary is gone: its last steps are all there
+            self._lock_fd = waiter.take_fd()
+            self._warm = True
+            self.log(
+                f"{self.name}: the primary is gone; standby {holder} takes over at LSN "
+                f"{self.coordinator.next_lsn - 1}"
+            )
+        finally:
+            self.standing_by = False
+            waiter.close()
+            reader.close()
+            with contextlib.suppress(Exception):  # a report, advisory: never the reason to fail
+                registry.drop_standby(self.name, holder)
+
+    def _begin_following(self, reader: LogReader) -> int | None:
+        """Start following a log another process writes: its code versions, its newest
+        checkpoint (the LSN returned), then every step after it (``_catch_up``)."""
+        app_cls = self.app.cls
+        book = self._code_book = CodeBook(reader.path, reader.meta, at_hand=lambda: app_cls)
+        book.load_all()
+        found = reader.newest_checkpoint(allow_pickle=self.config.coordinator.allow_pickle)
+        self.coordinator.executor.code_for = book.app_for
+        checkpoint_lsn = self._start_from(found, reader.path)
+        self._catch_up(reader)
+        return checkpoint_lsn
 
     def _start_from(self, found: tuple[int, Any, Any] | None, log_dir: Path) -> int | None:
         """Load the newest checkpoint (``found``; None: the log's start) with the code that ran

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import signal
 import socket
@@ -35,6 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--name",
         required=True,
         help=f"the instance's name, its identity forever: {NAME_RULE}",
+    )
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help=(
+            "follow the instance's log as a standby (its state warm, nothing sent or released) "
+            "and take over the moment the primary dies; several may run"
+        ),
     )
     add_instance_options(p)
     p.set_defaults(handler=run_command)
@@ -172,7 +181,7 @@ def _port(text: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     check_name(args.name)  # refuses a bad name before anything is loaded or started
-    config = node_config(args)
+    config = node_config(args, standby=args.standby)
     app = load_app(args.app)
     home = Home(Path(args.home))
     return asyncio.run(serve(Node(app, name=args.name, home=home, config=config)))
@@ -190,16 +199,34 @@ async def serve(node: Node) -> int:
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    report = await _start(node)
-    print(report.line(), file=sys.stderr, flush=True)
-    for problem in report.skipped_checkpoints:
-        print(f"warning: skipped a damaged checkpoint: {problem}", file=sys.stderr, flush=True)
+    starting = asyncio.ensure_future(_start_and_announce(node))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done() and node.standing_by:  # stopped as a standby: nothing to drain
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await node.stop()
+        print(f"{node.name} stopped before serving", file=sys.stderr, flush=True)
+        return 0
+    stopped.cancel()
+    await starting  # a stop during recovery waits for it, then stops cleanly
     await stop.wait()
     for sig in signals:
         loop.remove_signal_handler(sig)
     await node.stop()
     print(f"{node.name} stopped cleanly at LSN {node.durable_lsn}", file=sys.stderr, flush=True)
     return 0
+
+
+async def _start_and_announce(node: Node) -> StartupReport:
+    """Start, and print the startup line before anything else can run (tests and scripts
+    wait for it; a fault point armed at the first send must come after it)."""
+    report = await _start(node)
+    print(report.line(), file=sys.stderr, flush=True)
+    for problem in report.skipped_checkpoints:
+        print(f"warning: skipped a damaged checkpoint: {problem}", file=sys.stderr, flush=True)
+    return report
 
 
 async def _start(node: Node) -> StartupReport:
