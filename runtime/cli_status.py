@@ -28,6 +28,7 @@ from ._cli_text import format_table, human_size
 from ._errors import InstanceError
 from ._history_check import read_result
 from ._home import Home, InstanceRecord, check_name, process_alive
+from ._standby import REPORT_FRESH
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -76,6 +77,8 @@ def _instance_status(home: Home, name: str, record: InstanceRecord | None) -> di
         "last_checkpoint": None,
         "log_bytes": None,
         "replay_check": None,
+        "standbys": [],
+        "checkpoint_by": None,
         "problem": None,
     }
     if log_dir.is_dir():
@@ -89,7 +92,32 @@ def _instance_status(home: Home, name: str, record: InstanceRecord | None) -> di
                 facts["app"] = facts["app"] or reader.meta.app
         except LogError as exc:
             facts["problem"] = " ".join(str(exc).split())
+    facts["standbys"] = _standbys(home, name, facts["last_lsn"])
+    if facts["last_checkpoint"] is not None:
+        writers = [s for s in facts["standbys"] if s["checkpoint_lsn"] == facts["last_checkpoint"]]
+        facts["checkpoint_by"] = f"standby {writers[0]['pid']}" if writers else "primary"
     return facts
+
+
+def _standbys(home: Home, name: str, last_lsn: int | None) -> list[dict[str, Any]]:
+    """The standbys of ``name`` that reported lately: how far each applied the log, and its
+    lag in steps (against the log's end now) and in ms (how long the oldest step it had not
+    applied had been durable when it last applied some)."""
+    found = []
+    for standby in home.registry.standbys(name, fresh_within=REPORT_FRESH):
+        behind = None if last_lsn is None else max(0, last_lsn - standby.applied_lsn)
+        found.append(
+            {
+                "holder": standby.holder,
+                "pid": standby.pid,
+                "applied_lsn": standby.applied_lsn,
+                "lag_steps": behind,
+                "lag_ms": round(standby.lag_ms, 1),
+                "checkpoint_lsn": standby.checkpoint_lsn or None,
+                "reported": standby.seen,
+            }
+        )
+    return sorted(found, key=lambda s: s["pid"])
 
 
 def _disk_usage(directory: Path) -> int:
@@ -110,20 +138,40 @@ def status_rows(instances: list[dict[str, Any]]) -> list[list[str]]:
     def cell(value: Any) -> str:
         return "-" if value is None else str(value)
 
-    return [
-        [
-            i["name"],
-            "running" if i["running"] else "down",
-            cell(i["pid"]),
-            cell(i["address"]),
-            cell(i["epoch"]),
-            cell(i["last_lsn"]),
-            cell(i["last_checkpoint"]),
-            "-" if i["log_bytes"] is None else human_size(i["log_bytes"]),
-            _check_cell(i["replay_check"]),
-        ]
-        for i in instances
-    ]
+    rows = []
+    for i in instances:
+        checkpoint = cell(i["last_checkpoint"])
+        if i["checkpoint_by"] not in (None, "primary"):
+            checkpoint += f" ({i['checkpoint_by']})"
+        rows.append(
+            [
+                i["name"],
+                "running" if i["running"] else "down",
+                cell(i["pid"]),
+                cell(i["address"]),
+                cell(i["epoch"]),
+                cell(i["last_lsn"]),
+                checkpoint,
+                "-" if i["log_bytes"] is None else human_size(i["log_bytes"]),
+                _check_cell(i["replay_check"]),
+            ]
+        )
+        for standby in i["standbys"]:
+            lag = f"lag {cell(standby['lag_steps'])} steps, {standby['lag_ms']:g} ms"
+            rows.append(
+                [
+                    f"  {i['name']}",
+                    "standby",
+                    str(standby["pid"]),
+                    "-",
+                    "-",
+                    str(standby["applied_lsn"]),
+                    cell(standby["checkpoint_lsn"]),
+                    "-",
+                    lag,
+                ]
+            )
+    return rows
 
 
 def _check_cell(check: dict[str, Any] | None) -> str:

@@ -23,15 +23,17 @@ def _env() -> dict[str, str]:
 class Instance:
     """One ``immortals run`` process (restartable); stdout and stderr kept across restarts."""
 
-    def __init__(self, home: Path, app: str, name: str, *extra: str) -> None:
+    def __init__(self, home: Path, app: str, name: str, *extra: str, label: str = "") -> None:
+        """``label`` names its output files (``LABEL.stdout``; default: the name), for several
+        processes of one instance (a primary and its standbys)."""
         self.home = home
         self.app = app
         self.name = name
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self._out = home.parent / f"{name}.stdout"
-        self._err = home.parent / f"{name}.stderr"
+        self._out = home.parent / f"{label or name}.stdout"
+        self._err = home.parent / f"{label or name}.stderr"
 
     def command(self) -> list[str]:
         return [
@@ -104,8 +106,8 @@ class Cluster:
         self.home = home
         self.instances: list[Instance] = []
 
-    def add(self, app: str, name: str, *extra: str) -> Instance:
-        instance = Instance(self.home, app, name, *extra)
+    def add(self, app: str, name: str, *extra: str, label: str = "") -> Instance:
+        instance = Instance(self.home, app, name, *extra, label=label)
         self.instances.append(instance)
         return instance
 

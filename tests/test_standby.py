@@ -1,0 +1,103 @@
+"""Standbys (issue 15): a standby follows the primary's log and takes over the moment the
+primary dies, with nothing lost or doubled; of several standbys exactly one wins."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from runtime import connect
+from tests._instances import Cluster, Instance, run_cli
+
+COUNTER = "samples/counter/counter.py:Server"
+
+
+def _standby(cluster: Cluster, name: str = "server") -> Instance:
+    """Start a standby of ``name`` and wait until it follows the log."""
+    standby = cluster.add(COUNTER, name, "--standby", label=f"{name}-{len(cluster.instances)}")
+    standby.start(wait=False)
+    deadline = time.monotonic() + 30
+    while not any(" following " in line for line in standby.stderr):
+        assert standby.proc is not None and standby.proc.poll() is None, standby.stderr
+        assert time.monotonic() < deadline, "the standby did not start following"
+        time.sleep(0.01)
+    return standby
+
+
+def _wait_serving(instance: Instance, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(" serving on " in line for line in instance.stderr):
+        assert time.monotonic() < deadline, f"no takeover: {instance.stderr[-3:]}"
+        time.sleep(0.005)
+
+
+def test_a_thousand_calls_across_three_primaries_killed_give_exactly_one_to_a_thousand(
+    home: Path, cluster: Cluster
+) -> None:
+    primary = cluster.start(COUNTER, "server")
+    standby = _standby(cluster)
+    results: list[int] = []
+    with connect(home, timeout=30) as client:
+        for i in range(1000):
+            if i in (250, 500, 750):
+                primary.kill()  # SIGKILL: a standby takes over, and a new standby starts
+                _wait_serving(standby)
+                primary, standby = standby, _standby(cluster)
+            results.append(client.call("server", "inc", key=f"k{i}"))
+    assert results == list(range(1, 1001))
+    status = run_cli("status", "--json", home=home)
+    assert status.returncode == 0
+
+
+def test_of_several_standbys_exactly_one_takes_over_every_time(home: Path, cluster: Cluster) -> None:
+    primary = cluster.start(COUNTER, "server")
+    standbys = [_standby(cluster) for _ in range(3)]
+    with connect(home, timeout=30) as client:
+        expected = 0
+        for _round in range(4):  # 3 standbys race, then 2 and 3 again
+            for _ in range(20):
+                expected += 1
+                assert client.call("server", "inc") == expected
+            primary.kill()
+            deadline = time.monotonic() + 30
+            while not (won := [s for s in standbys if any(" serving on " in ln for ln in s.stderr)]):
+                assert time.monotonic() < deadline, "no standby took over"
+                time.sleep(0.005)
+            time.sleep(0.3)  # a second winner would show by now
+            won = [s for s in standbys if any(" serving on " in ln for ln in s.stderr)]
+            assert len(won) == 1, [s.stderr[-2:] for s in standbys]
+            primary = won[0]
+            standbys.remove(primary)
+            assert all(s.proc is not None and s.proc.poll() is None for s in standbys)
+            if len(standbys) < 2:
+                standbys.append(_standby(cluster))
+        expected += 1
+        assert client.call("server", "inc") == expected
+
+
+def test_a_standby_started_on_a_long_log_catches_up_and_serves_the_same_state(
+    home: Path, cluster: Cluster
+) -> None:
+    primary = cluster.start(COUNTER, "server")
+    done = threading.Event()
+
+    def load(index: int) -> None:
+        with connect(home, timeout=30) as client:
+            for i in range(750):
+                client.call("server", "inc", key=f"{index}-{i}")
+        done.set()
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    standby = _standby(cluster)  # from nothing, on a log of 6,000 steps
+    with connect(home, timeout=30) as client:
+        assert client.call("server", "inc") == 6001
+        primary.kill()
+        _wait_serving(standby)
+        assert client.call("server", "inc") == 6002  # the state it replayed is the primary's
+    line = next(ln for ln in standby.stderr if " serving on " in ln)
+    assert "replayed 0 steps" in line  # warm: it had applied everything before it took over
