@@ -123,13 +123,70 @@ class SegmentRead:
     frames: list[Frame]
     end: int  # where the sound part ends
     torn: bool  # an unsound tail with no sound frame after it
+    void: bool = False  # the rest is a fenced-out writer's (section 8.1)
 
 
-def read_segment(data: bytes) -> SegmentRead:
-    """Every sound frame; at damage, apply the torn-tail rule of section 7."""
+def read_fence(path: Path) -> list[tuple[int, int, int]]:
+    """(epoch, kind, lsn) of each whole entry of a log's fence file (section 8.1)."""
+    try:
+        data = (path / "fence").read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for offset in range(0, len(data), 24):
+        chunk = data[offset : offset + 24]
+        good = len(chunk) == 24 and _crc(chunk[:20]) == struct.unpack_from("<I", chunk, 20)[0]
+        if good:
+            epoch, kind, lsn, reserved = struct.unpack_from("<IIQI", chunk)
+            good = reserved == 0 and kind in (1, 2)
+        if not good:
+            if len(data) - offset <= 24:
+                break  # a torn last entry
+            raise SpecError(f"fence entry at byte {offset} is damaged")
+        out.append((epoch, kind, lsn))
+    return out
+
+
+def void_from(fence: list[tuple[int, int, int]], epoch: int) -> int | None:
+    begins = [lsn for e, kind, lsn in fence if kind == 2 and e > epoch]
+    return min(begins) if begins else None
+
+
+def _is_void(fence: list[tuple[int, int, int]], epoch: int, lsn: int) -> bool:
+    start = void_from(fence, epoch)
+    return start is not None and lsn >= start
+
+
+def _readable_header(data: bytes, offset: int) -> tuple[int, int] | None:
+    """(first_lsn, epoch) of a frame header whose own CRC holds, whatever its body."""
+    if offset + 48 > len(data) or data[offset : offset + 4] != b"IMFR":
+        return None
+    if _crc(data[offset : offset + 44]) != struct.unpack_from("<I", data, offset + 44)[0]:
+        return None
+    first_lsn, _count, epoch = struct.unpack_from("<QII", data, offset + 8)
+    return int(first_lsn), int(epoch)
+
+
+def _void_at(
+    fence: list[tuple[int, int, int]],
+    data: bytes,
+    offset: int,
+    expected: int,
+    last_epoch: int | None,
+) -> bool:
+    head = _readable_header(data, offset)
+    if head is not None:
+        return _is_void(fence, head[1], head[0])
+    return last_epoch is not None and _is_void(fence, last_epoch, expected)
+
+
+def read_segment(data: bytes, fence: list[tuple[int, int, int]] | None = None) -> SegmentRead:
+    """Every sound frame; at damage, apply the torn-tail rule of section 7; stop at void bytes."""
     first = read_segment_header(data)
     expected, offset, frames = first, 32, []
     while offset < len(data):
+        if fence and _void_at(fence, data, offset, expected, frames[-1].epoch if frames else None):
+            return SegmentRead(first, frames, offset, False, True)
         found = read_frame(data, offset)
         if found is None or found[0].first_lsn != expected:
             for later in range(offset + 1, len(data)):
@@ -149,10 +206,16 @@ def read_log(path: Path) -> list[tuple[int, Any]]:
     meta = json.loads((path / "meta.json").read_text("utf-8"))
     if meta["format"] != "immortals-log" or meta["format_version"] > 1:
         raise SpecError("not a version-1 log")
+    fence = read_fence(path)
     out: list[tuple[int, Any]] = []
-    names = sorted(p for p in path.iterdir() if p.name.endswith(".seg"))
+    names = []
+    for seg in sorted(p for p in path.iterdir() if p.name.endswith(".seg")):
+        head = _readable_header(seg.read_bytes()[:80], 32)
+        if head is not None and _is_void(fence, head[1], head[0]):
+            continue  # a segment a fenced-out writer created: not part of the log
+        names.append(seg)
     for i, seg in enumerate(names):
-        part = read_segment(seg.read_bytes())
+        part = read_segment(seg.read_bytes(), fence)
         if part.torn and i != len(names) - 1:
             raise SpecError(f"damage in sealed segment {seg.name}")
         if out and part.first_lsn != out[-1][0] + 1:
