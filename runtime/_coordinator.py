@@ -155,6 +155,7 @@ class Coordinator:
         self._last_checkpoint = 0.0
         self._last_warning = float("-inf")
         self._due_since: float | None = None  # when a checkpoint fell due (None: not due)
+        self._checkpoints_elsewhere = False  # a standby writes them: never hold inputs for one
 
     def take(self) -> list[Action]:
         """The actions decided since the last call, in order."""
@@ -486,8 +487,19 @@ class Coordinator:
         return since is not None and self.now - since < self.config.quiescence_timeout
 
     def _note_due(self) -> None:
-        if self._due_since is None and self.config.durable:
+        if self._due_since is None and self.config.durable and not self._checkpoints_elsewhere:
             self._due_since = self.now
+
+    def checkpoints_elsewhere(self, elsewhere: bool) -> None:
+        """Whether another process (a standby, from its replayed state) writes the checkpoints.
+        While it does, this instance takes none and so never holds inputs waiting for
+        quiescence; when it stops, the usual policy resumes from now."""
+        if elsewhere == self._checkpoints_elsewhere:
+            return
+        self._checkpoints_elsewhere = elsewhere
+        self._restart_checkpoint_clock()  # no checkpoint due now; held calls go on
+        self._release_held()
+        self._kick()
 
     def _checkpoint_due(self) -> bool:
         """``checkpoint_bytes`` of log or ``checkpoint_seconds`` since the last checkpoint (or

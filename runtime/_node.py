@@ -33,6 +33,7 @@ from logformat import (
     LsnOutOfRangeError,
     seal_checkpoint,
 )
+from logformat._checkpoint import write_checkpoint_file  # TEMP: exported once the fence lands
 
 from . import _faults as faults
 from ._actions import (
@@ -53,7 +54,7 @@ from ._apps import LoadedApp
 from ._codestore import declared_version
 from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
-from ._errors import InstanceError, NondeterminismError, UpgradeError
+from ._errors import ImmortalsError, InstanceError, NondeterminismError, UpgradeError
 from ._executor import EffectRequest, Sources, app_state
 from ._home import Home, InstanceRecord, StandbyRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
@@ -61,7 +62,7 @@ from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
-from ._standby import FOLLOW_POLL, REPORT_EVERY, LockWaiter, holder_id
+from ._standby import FOLLOW_POLL, REPORT_EVERY, REPORT_FRESH, LockWaiter, holder_id
 from ._upgrade_check import CheckSummary, check_new_code, shape_problems
 from ._versions import CodeBook
 
@@ -202,6 +203,8 @@ class Node:
         )
         self.coordinator.start(time.time(), upgrade=self._upgrade)
         self._do()
+        if self.config.coordinator.durable:
+            self._look_for_standbys()
         return StartupReport(
             self.name,
             self.address,
@@ -374,11 +377,18 @@ class Node:
             )
             waiter.start()
             report_due, lag = 0.0, 0.0
+            checkpoints = reader.checkpoints()
+            written = checkpoints[-1].lsn if checkpoints else 0
+            written_at = time.monotonic()
             while not granted.is_set():
                 first = self.coordinator.next_lsn
                 if self._catch_up(reader):  # how long the oldest of them waited to be applied
                     lag = max(lag, time.time() - reader.read(first).wall_ns / 1e9)
                 now = time.monotonic()
+                if now - written_at >= self.config.coordinator.checkpoint_seconds:
+                    if self._checkpoint_as_standby(holder, written):
+                        written = self.coordinator.next_lsn - 1
+                    written_at = now
                 if now >= report_due:
                     registry.report_standby(
                         StandbyRecord(
@@ -389,7 +399,7 @@ class Node:
                             reader.last_lsn,
                             lag * 1000,
                             time.time(),
-                            0,
+                            written,
                         )
                     )
                     report_due, lag = now + REPORT_EVERY, 0.0
@@ -409,6 +419,23 @@ class Node:
             reader.close()
             with contextlib.suppress(Exception):  # a report, advisory: never the reason to fail
                 registry.drop_standby(self.name, holder)
+
+    def _checkpoint_as_standby(self, holder: str, written: int) -> bool:
+        """Write a checkpoint from this standby's replayed state, if the state moved since
+        the last one, no handler is suspended, and this is the standby that writes them (the
+        first holder in order of those reporting: one writer, no two racing on a file)."""
+        lsn = self.coordinator.next_lsn - 1
+        if lsn <= written:
+            return False
+        fresh = self.home.registry.standbys(self.name, fresh_within=REPORT_FRESH)
+        if any(other.holder < holder for other in fresh):
+            return False
+        packed = self.coordinator.checkpoint_now()
+        if packed is None:
+            return False
+        codec, data = packed
+        write_checkpoint_file(self.home.log_dir(self.name), lsn, seal_checkpoint(lsn, codec, data))
+        return True
 
     def _begin_following(self, reader: LogReader) -> int | None:
         """Start following a log another process writes: its code versions, its newest
@@ -755,6 +782,18 @@ class Node:
             old.cancel()
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(max(0.0, due - time.time()), self._fire_timer, key)
+
+    def _look_for_standbys(self) -> None:
+        """Every second: while a standby runs, it writes the checkpoints from its replayed
+        state, so this primary takes none and never holds inputs waiting for quiescence."""
+        if self.stopping:
+            return
+        with contextlib.suppress(ImmortalsError):  # a registry problem: keep the last answer
+            fresh = self.home.registry.standbys(self.name, fresh_within=REPORT_FRESH)
+            self.coordinator.checkpoints_elsewhere(bool(fresh))
+            self._do()
+        handle = asyncio.get_running_loop().call_later(1.0, self._look_for_standbys)
+        self._timers["standbys"] = handle
 
     def _fire_timer(self, key: Any) -> None:
         self._timers.pop(key, None)

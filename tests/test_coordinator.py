@@ -196,6 +196,30 @@ def test_a_checkpoint_is_taken_before_held_calls_run() -> None:
     assert c.executor.suspended  # the held relay() ran after the checkpoint, and now waits
 
 
+def test_while_a_standby_writes_the_checkpoints_nothing_is_held_or_checkpointed_here() -> None:
+    """The same setup as above, with checkpoints elsewhere: "b" runs at once and no append
+    carries a checkpoint; when the standby goes, holding for a checkpoint resumes, and a call
+    already held when the standby comes is released."""
+    c = _coordinator(Waiter, checkpoint_bytes=150, quiescence_timeout=5.0)
+    c.checkpoints_elsewhere(True)
+    _durable(c)
+    _call(c, "a")
+    _durable(c)
+    _call(c, "b")
+    appends = _of(c.take(), Append)
+    assert len(appends) == 1 and appends[0].checkpoint is None
+    assert c.executor.app.calls == 2  # type: ignore[union-attr]
+    c.append_done(10)
+    c.checkpoints_elsewhere(False)  # the standby went: 150 bytes later, one is due again
+    for key in ("c", "c2"):
+        _call(c, key)
+        _durable(c)
+    _call(c, "d")
+    assert _of(c.take(), Append) == [] and c.executor.app.calls == 4  # type: ignore[union-attr]
+    c.checkpoints_elsewhere(True)  # a standby comes: the held call goes on
+    assert c.executor.app.calls == 5  # type: ignore[union-attr]
+
+
 def test_held_calls_are_released_after_the_quiescence_timeout_even_when_idle() -> None:
     c = _coordinator(Waiter, checkpoint_bytes=150, checkpoint_seconds=60.0, quiescence_timeout=2.0)
     _durable(c)

@@ -101,3 +101,31 @@ def test_a_standby_started_on_a_long_log_catches_up_and_serves_the_same_state(
         assert client.call("server", "inc") == 6002  # the state it replayed is the primary's
     line = next(ln for ln in standby.stderr if " serving on " in ln)
     assert "replayed 0 steps" in line  # warm: it had applied everything before it took over
+
+
+def test_a_standby_writes_the_checkpoints_and_the_primary_recovers_from_them(
+    home: Path, cluster: Cluster
+) -> None:
+    primary = cluster.start(COUNTER, "server", "--checkpoint-seconds", "1000")  # never itself
+    standby = cluster.add(COUNTER, "server", "--standby", "--checkpoint-seconds", "0.3", label="s")
+    standby.start(wait=False)
+    with connect(home, timeout=30) as client:
+        for i in range(1, 21):
+            assert client.call("server", "inc") == i
+            time.sleep(0.05)
+    checkpoints = home / "logs" / "server" / "checkpoints"
+    deadline = time.monotonic() + 20
+    while not any(checkpoints.glob("*.ckpt")):
+        assert time.monotonic() < deadline, standby.stderr
+        time.sleep(0.05)
+    import json
+
+    (status,) = json.loads(run_cli("status", "--json", home=home).stdout)["instances"]
+    assert status["checkpoint_by"].startswith("standby") and status["standbys"]
+    standby.kill()
+    primary.kill()
+    primary.start()  # recovery starts from the standby's checkpoint
+    line = primary.wait_ready()
+    assert "checkpoint at LSN" in line and "no checkpoint" not in line
+    with connect(home, timeout=30) as client:
+        assert client.call("server", "inc") == 21
