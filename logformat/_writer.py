@@ -261,7 +261,7 @@ class LogWriter:
             )
         for file, damage in state.damage:
             is_last_segment = bool(segments) and file == segments[-1].path
-            if False:
+            if damage.kind == "torn-tail" and is_last_segment and self.take_over:
                 continue  # the old writer may be writing it: it becomes void bytes, not cut
             if damage.kind == "torn-tail" and is_last_segment:
                 truncated, truncated_file = damage, file

@@ -158,6 +158,119 @@ def test_a_zombie_that_indexed_its_frames_and_rolled_over_is_not_served(tmp_path
     assert_reads(log, expected)
 
 
+def _zombie_that_passed_its_checks(a: LogWriter) -> None:
+    a.fenced = lambda: False  # type: ignore[method-assign]
+    a._check_fence = lambda: None  # type: ignore[method-assign]
+
+
+def test_an_index_mark_on_a_void_frame_is_not_believed(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 6)])
+    claim(log, 2)
+    b = LogWriter.open(log, epoch=2, sync=False, take_over=True)
+    _zombie_that_passed_its_checks(a)
+    for i in range(6, 12):
+        a.append([zombie_value(i)])  # indexed in A's segment: the mark now names LSN 11
+    b.append([record(6)])  # behind the zombie's mark, which does not move back
+    expected = [(i, 1, record(i)) for i in range(1, 6)] + [(6, 2, record(6))]
+    assert log_contents(log) == expected
+    b.close()
+    a.close()
+
+
+def test_stale_index_entries_for_void_frames_are_never_served(tmp_path: Path) -> None:
+    """The taker passes the zombie's mark; zombie entries between its frames' keys remain."""
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 6)])
+    claim(log, 2)
+    b = LogWriter.open(log, epoch=2, sync=False, take_over=True)
+    _zombie_that_passed_its_checks(a)
+    for i in range(6, 12):
+        a.append([zombie_value(i)])
+    b.append([record(6)])
+    b.append([record(i) for i in range(7, 10)])  # overwrites the zombie's key 7, not 8 and 9
+    b.append([record(10), record(11)])  # not the zombie's key 11
+    b.append([record(i) for i in range(12, 15)])  # past the zombie's mark: the mark is B's
+    with LogReader(log) as reader:
+        assert not reader._state.rebuilt
+        for lsn in (8, 11, 9, 13):
+            assert reader.read(lsn).value == record(lsn)
+            assert reader.read(lsn).epoch == 2
+    b.close()
+    a.close()
+    assert_reads(
+        log, [(i, 1, record(i)) for i in range(1, 6)] + [(i, 2, record(i)) for i in range(6, 15)]
+    )
+
+
+def test_frames_indexed_before_the_begin_are_dropped_without_a_rebuild(tmp_path: Path) -> None:
+    """A zombie frame written after the taker read the tail but indexed before its begin."""
+    from logformat._fence import begin
+
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    for i in range(1, 6):
+        a.append([record(i)])
+    claim(log, 2)
+    _zombie_that_passed_its_checks(a)
+    a.append([zombie_value(6)])
+    a.append([zombie_value(7)])  # indexed; the mark names it
+    begin(log, 2, 6)  # the taker had read the tail (LSN 5) before those two were written
+    with LogReader(log) as reader:
+        assert reader.last_lsn == 5
+        assert not reader._state.rebuilt  # dropped from the index, not rebuilt
+        assert [loc.first_lsn for loc in reader._index.all_frames()] == [1, 2, 3, 4, 5]
+        assert [r.value for r in reader.records()] == [record(i) for i in range(1, 6)]
+    a.close()
+
+
+def test_torn_zombie_bytes_are_left_alone_by_the_taker_and_void_after_its_begin(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 4)])
+    claim(log, 2)
+    before = zombie_frame(4, [zombie_value(4)])
+    os.write(a._fd, before[:30])  # mid-write when the taker reads the tail
+    seg = a._segment.path  # type: ignore[union-attr]
+    size = os.path.getsize(seg)
+    b = LogWriter.open(log, epoch=2, sync=False, take_over=True)
+    assert b.next_lsn == 4
+    assert os.path.getsize(seg) == size  # not cut: its writer may still be writing it
+    os.write(a._fd, before[30:40])  # the zombie goes on writing: still no readable header
+    b.append([record(4)])
+    expected = [(i, 1, record(i)) for i in range(1, 4)] + [(4, 2, record(4))]
+    assert log_contents(log) == expected
+    b.close()
+    a.close()
+    assert_reads(log, expected)
+
+
+def test_a_long_lived_reader_forgets_frames_a_takeover_voided(tmp_path: Path) -> None:
+    from logformat._fence import begin
+
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 6)])
+    claim(log, 2)
+    _zombie_that_passed_its_checks(a)
+    a.append([zombie_value(6)])
+    reader = LogReader(log)
+    assert reader.read(6).value == zombie_value(6)  # counted, before the begin
+    begin(log, 2, 6)  # the taker had read the tail before the zombie's frame was written
+    a.close()
+    with LogWriter.open(log, epoch=2, sync=False) as b:
+        b.append([record(6)])
+        assert b._segment is not None and b._segment.first_lsn == 6  # never after void bytes
+    reader.refresh()
+    assert reader.read(6).value == record(6)
+    assert [r.value for r in reader.records()] == [record(i) for i in range(1, 7)]
+    reader.close()
+
+
 # -- random interleavings ----------------------------------------------------------------------
 
 
