@@ -3,6 +3,8 @@
 Each subclass breaks exactly one rule of ``runtime._coordinator`` by overriding the one method
 that holds it (the rule methods are private: reaching into them is this test module's whole
 purpose). ``tests/test_sim.py`` runs seeds against each until the simulator reports a violation.
+The drivers at the end (``PLANTED_DRIVERS``) break a rule of the driver instead: the simulator's
+``SimNode`` stands for ``runtime._node.Node``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from runtime._actions import Ack, Append, RunEffect
 from runtime._coordinator import Coordinator
 from runtime._schema import PeerMessage, input_sender, input_seq
+from runtime.sim._host import SimNode
 
 
 class DedupOff(Coordinator):
@@ -116,3 +119,15 @@ PLANTED = [
     ForgetsOldKeys,
     EffectBeforeDurable,
 ]
+
+
+class ReleasesWithoutFence(SimNode):
+    """A driver that checks the fence before each append but not before releasing: a primary
+    paused past its lease wakes up, its append in flight completes (void: a standby took over),
+    and it sends, replies and prints what that append held."""
+
+    def release_fenced(self) -> bool:
+        return False
+
+
+PLANTED_DRIVERS = [ReleasesWithoutFence]

@@ -1,9 +1,10 @@
 """``python -m runtime.sim``: run a range of seeds and print what the simulator found.
 
     python -m runtime.sim --seeds 2000 [--first 0] [--workload W] [--trace] [--coordinator M:C]
+        [--driver M:C]
 
 Prints a table per workload (seeds, crashes, packets lost, duplicated and reordered, torn
-appends, checkpoints written, violations) and, for each failing seed, its violations and the one line that replays it
+appends, checkpoints written, events, standby takeovers, zombie primaries, violations) and, for each failing seed, its violations and the one line that replays it
 with a trace. Exit status 1 when any seed failed.
 """
 
@@ -21,6 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .._coordinator import Coordinator
+from ._host import SimNode
 from ._run import SeedResult, repro_command, run_seed
 from ._workloads import WORKLOADS
 
@@ -36,6 +38,17 @@ def _coordinator(spec: str) -> type[Coordinator]:
     return cls
 
 
+def _driver(spec: str) -> type[SimNode]:
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot load driver {spec!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, SimNode)):
+        raise argparse.ArgumentTypeError(f"{spec} is not a SimNode subclass")
+    return cls
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.sim", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
@@ -44,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help="print every event and action")
     p.add_argument(
         "--coordinator", type=_coordinator, metavar="MODULE:CLASS", help="a coordinator variant"
+    )
+    p.add_argument(
+        "--driver", type=_driver, metavar="MODULE:CLASS", help="a driver (SimNode) variant"
     )
     return p
 
@@ -56,24 +72,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     cls = args.coordinator or Coordinator
     variant = f"{cls.__module__}:{cls.__name__}" if args.coordinator else None
+    driver = args.driver or SimNode
+    driver_variant = f"{driver.__module__}:{driver.__name__}" if args.driver else None
     results: list[SeedResult] = []
     started = time.perf_counter()
     with Progress(console=console, transient=True, disable=args.trace) as progress:
         task = progress.add_task("simulating", total=args.seeds)
         for seed in range(args.first, args.first + args.seeds):
-            result = run_seed(seed, args.workload, coordinator_cls=cls, keep_trace=args.trace)
+            result = run_seed(
+                seed, args.workload, coordinator_cls=cls, driver_cls=driver, keep_trace=args.trace
+            )
             results.append(result)
             if args.trace:
                 print("\n".join(result.trace))
             progress.advance(task)
     elapsed = time.perf_counter() - started
-    Console(width=120).print(_table(results, elapsed))
+    Console(width=150).print(_table(results, elapsed))
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"seed {r.seed} ({r.workload}; faults: {r.faults}):")
         for violation in r.violations[:5]:
             print(f"  - {violation}")
-        print(f"  replay: {repro_command(r.seed, r.workload, variant)}")
+        print(f"  replay: {repro_command(r.seed, r.workload, variant, driver_variant)}")
     return 1 if failed else 0
 
 
@@ -89,6 +109,8 @@ def _table(results: list[SeedResult], elapsed: float) -> Table:
         "torn",
         "checkpoints",
         "events",
+        "takeovers",
+        "zombies",
         "violations",
     ):
         table.add_column(column, justify="left" if column == "workload" else "right")
@@ -107,6 +129,8 @@ def _table(results: list[SeedResult], elapsed: float) -> Table:
             str(sum(r.torn for r in group)),
             str(sum(r.checkpoints for r in group)),
             str(sum(r.events for r in group)),
+            str(sum(r.takeovers for r in group)),
+            str(sum(r.zombies for r in group)),
             str(sum(1 for r in group if not r.ok)),
             end_section=name != "all" and name == rows[-1][0],
         )

@@ -5,10 +5,18 @@ the coordinator's actions (append to a simulated log, send on simulated connecti
 on the simulated clock) and turns what arrives into the coordinator's events. It may die between
 any two actions, as the seed decides; a restart recovers from what the simulated log kept, at a
 new epoch and a new address (a new incarnation), exactly as a process restarted elsewhere does.
+
+An instance may have standbys (``SimStandby``): processes that follow its log, replaying each
+durable step with ``Coordinator.replay`` and releasing nothing, and write the checkpoints. When
+the primary dies, the first standby alive takes over: it claims the log at a new epoch, applies
+the durable tail, fixes the takeover point and serves. A primary paused past its lease is taken
+over while it still lives: it becomes a zombie (a copy of the node that keeps the old
+incarnation), and the driver's fence check must stop it from releasing anything once it wakes.
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +36,7 @@ from .._actions import (
 from .._api import Immortal
 from .._coordinator import Coordinator, CoordinatorConfig
 from .._effects import run_effect
-from .._executor import EffectRequest, Sources
+from .._executor import EffectRequest, Sources, app_state
 from .._protocol import Closed, Connection, Opened, Received
 from .._schema import (
     ack,
@@ -47,6 +55,7 @@ if TYPE_CHECKING:
 
 SECRET = b"simulated cluster secret, 32 b."
 PIPELINE_SLICE = 64
+RELEASES = (Send, Answer, Emit, Released, Ack, RunEffect)  # what the world may see of a step
 
 
 class SimNode:
@@ -73,31 +82,45 @@ class SimNode:
         self._ends: list[End] = []
         self._timers: dict[Any, int] = {}
         self._generation = 0
+        self.standby_target = 0  # how many standbys follow this instance's log
+        self.standbys: list[SimStandby] = []
+        self.zombies: dict[int, SimNode] = {}  # incarnation -> the paused process taken over
+        self.zombie = False  # this object is such a zombie
+        self.taking_over = False  # a standby claimed the log and is about to serve
+        self._standby_count = 0
 
-    # -- life and death ------------------------------------------------------------------------
-
-    def start(self) -> None:
+    def new_coordinator(self) -> Coordinator:
         world = self.world
-        self.incarnation += 1
-        self.alive = True
-        self.epoch = world.registry_next_epoch(self.name)
-        self._links, self._link_delay, self._incoming, self._ends = {}, {}, {}, []
-        self._timers = {}
-        config: CoordinatorConfig = world.coordinator_config()
         sources = Sources(
             clock=lambda: world.now,
             new_uuid=lambda: uuid.UUID(int=world.rng.getrandbits(128)),
             new_seed=lambda: world.rng.getrandbits(64),
         )
-        c = self.coordinator = self.coordinator_cls(
-            self.app_cls, name=self.name, config=config, sources=sources
+        return self.coordinator_cls(
+            self.app_cls, name=self.name, config=world.coordinator_config(), sources=sources
         )
+
+    # -- life and death ------------------------------------------------------------------------
+
+    def start(self, warm: Coordinator | None = None, epoch: int | None = None) -> None:
+        """Start a new incarnation: recover from the log, or (``warm``, a takeover) go on from
+        a standby's coordinator that replayed the whole durable log already."""
+        world = self.world
+        self.incarnation += 1
+        self.alive = True
+        self.epoch = epoch if epoch is not None else world.registry_next_epoch(self.name)
+        self._links, self._link_delay, self._incoming, self._ends = {}, {}, {}, []
+        self._timers = {}
         found = self.log.newest_checkpoint()
-        if found is not None:
-            lsn, payload = found
-            c.restore(read_checkpoint(payload, where=f"{self.name} checkpoint {lsn}"), lsn)
-        for lsn in range(c.next_lsn, self.log.last_lsn + 1):
-            c.replay(self.log.records[lsn - 1], lsn)
+        if warm is not None:
+            c = self.coordinator = warm
+        else:
+            c = self.coordinator = self.new_coordinator()
+            if found is not None:
+                lsn, payload = found
+                c.restore(read_checkpoint(payload, where=f"{self.name} checkpoint {lsn}"), lsn)
+            for lsn in range(c.next_lsn, self.log.last_lsn + 1):
+                c.replay(self.log.records[lsn - 1], lsn)
         span = c.unreleased(self.log.released)
         if span is not None:
             for lsn in range(span[0], span[1] + 1):
@@ -109,6 +132,8 @@ class SimNode:
         )
         c.start(world.now)
         self._do()
+        if self.standby_target:
+            self._look_for_standbys(self.incarnation)
 
     def crash(self, why: str) -> None:
         if not self.alive:
@@ -117,11 +142,134 @@ class SimNode:
         self.alive = False
         self.crashes += 1
         self.coordinator = None
-        kept = self.log.crash(world.rng)
+        kept = self.log.crash(world.rng, self.epoch)
         world.trace(f"{self.name}: CRASH ({why}); {kept}")
         for end in self._ends:
             end.close()
-        world.schedule_restart(self)
+        if self.zombie:
+            return
+        self._primary_lost()
+
+    def _primary_lost(self) -> None:
+        """The primary is gone: a standby takes over, or the instance restarts elsewhere."""
+        if self.taking_over:
+            return
+        standby = next((s for s in self.standbys if s.alive), None)
+        if standby is None:
+            self.world.schedule_restart(self)
+        else:
+            self.begin_takeover(standby)
+
+    # -- fencing, standbys and takeovers ---------------------------------------------------------
+
+    def fenced(self) -> bool:
+        """Whether a higher epoch claimed the log (the fence file, in the real driver)."""
+        return self.log.claimed_above(self.epoch) is not None
+
+    def release_fenced(self) -> bool:
+        """The fence check before releasing anything (a planted driver skips it)."""
+        return self.fenced()
+
+    def exit_fenced(self, what: str) -> None:
+        """A higher epoch claimed the log: release nothing, exit."""
+        world = self.world
+        world.trace(f"{self.name}: FENCED at epoch {self.epoch} ({what}); exits")
+        self.alive = False
+        self.coordinator = None
+        self.log.crash(world.rng, self.epoch)
+        for end in self._ends:
+            end.close()
+        if not self.zombie and not self.taking_over:
+            self._primary_lost()  # the takeover that claimed the log did not happen
+
+    def _fence_check(self) -> None:
+        """A zombie woke up: its lease and the fence tell it it is no longer the primary."""
+        if self.fenced():
+            self.exit_fenced("woke up after its lease")
+
+    def fill_standbys(self) -> None:
+        """Start standbys until ``standby_target`` follow the log."""
+        while sum(1 for s in self.standbys if s.alive) < self.standby_target:
+            self._standby_count += 1
+            standby = SimStandby(self, self._standby_count)
+            self.standbys.append(standby)
+            standby.start()
+
+    def standby_lost(self, standby: SimStandby) -> None:
+        if standby in self.standbys:
+            self.standbys.remove(standby)
+        self.world.after(self.world.rng.uniform(0.05, 0.5), self.fill_standbys)
+
+    def _look_for_standbys(self, incarnation: int) -> None:
+        """The primary's periodic look at the registry: while a standby follows, it writes the
+        checkpoints and this primary holds no input for quiescence."""
+        if not self._mine(incarnation):
+            return
+        c = self.coordinator
+        assert c is not None
+        c.checkpoints_elsewhere(any(s.alive for s in self.standbys))
+        self._do()
+        self.world.after(0.2, self.deliver, incarnation, self._look_for_standbys, incarnation)
+
+    def begin_takeover(self, standby: SimStandby) -> None:
+        """``standby`` got the writer lock: it claims the log at a new epoch at once, and
+        serves once it applied the durable tail."""
+        world = self.world
+        epoch = world.registry_next_epoch(self.name)
+        self.log.claim(epoch)
+        self.taking_over = True
+        world.trace(f"{self.name}: standby #{standby.number} claims the log at epoch {epoch}")
+        world.after(world.rng.uniform(0.0002, 0.004), self._take_over, standby, epoch)
+
+    def _take_over(self, standby: SimStandby, epoch: int) -> None:
+        world = self.world
+        self.taking_over = False
+        if not standby.alive:  # it died before it served: another standby, or a restart
+            if not self.alive:
+                self._primary_lost()
+            return
+        standby.catch_up()
+        point = self.log.fix_takeover(epoch)
+        c = standby.coordinator
+        assert c is not None
+        fresh = self.new_coordinator()
+        for lsn in range(1, self.log.last_lsn + 1):
+            fresh.replay(self.log.records[lsn - 1], lsn)
+        mine = app_state(c.executor.app) if c.executor.app is not None else None
+        theirs = app_state(fresh.executor.app) if fresh.executor.app is not None else None
+        if mine != theirs or c.next_lsn != fresh.next_lsn:
+            world.problems.append(
+                f"{self.name}: standby #{standby.number} took over at LSN {c.next_lsn - 1} with "
+                f"{mine!r}; the durable log (to LSN {fresh.next_lsn - 1}) gives {theirs!r}"
+            )
+        if self.alive:  # paused past its lease, alive: a zombie from now on
+            zombie = copy.copy(self)
+            zombie.zombie = True
+            self.zombies[zombie.incarnation] = zombie
+            world.zombies += 1
+            wake = max(zombie.paused_until, world.now) + 0.001
+            world.at(wake, zombie.deliver, zombie.incarnation, zombie._fence_check)
+            self.paused_until = 0.0
+        self.standbys.remove(standby)
+        standby.alive = False
+        world.takeovers += 1
+        world.trace(
+            f"{self.name}: standby #{standby.number} takes over at epoch {epoch}, takeover "
+            f"point {point}"
+        )
+        self.start(warm=c, epoch=epoch)
+        world.after(world.rng.uniform(0.05, 0.5), self.fill_standbys)
+
+    def lease_expired(self, incarnation: int) -> None:
+        """A paused primary's lease ran out: the first standby takes over while it lives."""
+        if not self._mine(incarnation) or self.taking_over:
+            return
+        if self.paused_until <= self.world.now:
+            return  # it woke in time
+        standby = next((s for s in self.standbys if s.alive), None)
+        if standby is not None:
+            self.world.trace(f"{self.name}: lease of epoch {self.epoch} expired")
+            self.begin_takeover(standby)
 
     def crash_at(self, incarnation: int) -> None:
         """Crash if still the same incarnation (a scheduled fault)."""
@@ -133,6 +281,12 @@ class SimNode:
 
     def deliver(self, incarnation: int, fn: Any, *args: Any) -> None:
         """Run ``fn`` for this incarnation unless it died; later if the process is paused."""
+        zombie = self.zombies.get(incarnation) if incarnation != self.incarnation else None
+        if zombie is not None and zombie is not self:
+            if getattr(fn, "__self__", None) is self:  # the old process's method, not ours
+                fn = getattr(zombie, fn.__name__)
+            zombie.deliver(incarnation, fn, *args)
+            return
         if not self._mine(incarnation):
             return
         if self.paused_until > self.world.now:
@@ -151,6 +305,14 @@ class SimNode:
             if world.crash_now(self):
                 self.crash(f"before {action!r}")
                 return
+            if isinstance(action, Append) and self.fenced():
+                self.exit_fenced(f"before {action!r}")
+                return
+            if isinstance(action, RELEASES):
+                if self.release_fenced():
+                    self.exit_fenced(f"before {action!r}")
+                    return
+                world.note_release(self, action)
             world.trace(f"{self.name}: {action!r}")
             if isinstance(action, Append):
                 self._append(action)
@@ -187,7 +349,7 @@ class SimNode:
             # Warn: the trace line above is all it needs here.
 
     def _append(self, batch: Append) -> None:
-        written = self.log.begin(batch)
+        written = self.log.begin(batch, self.epoch)
         self.world.after(
             self.world.fsync_latency(), self.deliver, self.incarnation, self._durable, written
         )
@@ -196,7 +358,10 @@ class SimNode:
         if self.world.crash_now(self):  # between the fsync and the driver hearing of it
             self.crash("as its append completes")
             return
-        self.log.finish()
+        self.log.finish(self.epoch)
+        if self.release_fenced():  # durable (or void), but a higher epoch owns the log now
+            self.exit_fenced("as its append completes")
+            return
         c = self.coordinator
         assert c is not None
         c.advance(self.world.now)
@@ -494,3 +659,77 @@ class SimCaller:
     def on_closed(self, end: End) -> None:
         if end is self._end and not self.done:
             self.world.after(0.02, self._retry, end.info.get("attempt", 0))
+
+
+class SimStandby:
+    """A process following an instance's log: it replays each durable step (the state moves
+    on; it never acts on the coordinator's actions) and, the first of them alive, writes the
+    checkpoints from its replayed state."""
+
+    def __init__(self, node: SimNode, number: int) -> None:
+        self.node = node
+        self.number = number
+        self.alive = False
+        self.coordinator: Coordinator | None = None
+        self._written = 0
+        self._written_at = 0.0
+
+    def start(self) -> None:
+        node, world = self.node, self.node.world
+        self.alive = True
+        c = self.coordinator = node.new_coordinator()
+        found = node.log.newest_checkpoint()
+        if found is not None:
+            lsn, payload = found
+            c.restore(read_checkpoint(payload, where=f"{node.name} checkpoint {lsn}"), lsn)
+            self._written = lsn
+        self._written_at = world.now
+        self.catch_up()
+        world.trace(
+            f"{node.name}: standby #{self.number} follows from "
+            f"{found[0] if found else 'the start'}, at LSN {c.next_lsn - 1}"
+        )
+        world.after(world.poll_interval, self._poll)
+
+    def crash(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self.coordinator = None
+        self.node.world.trace(f"{self.node.name}: standby #{self.number} CRASH")
+        self.node.standby_lost(self)
+
+    def catch_up(self) -> int:
+        c, log = self.coordinator, self.node.log
+        assert c is not None
+        count = 0
+        for lsn in range(c.next_lsn, log.last_lsn + 1):
+            c.replay(log.records[lsn - 1], lsn)
+            count += 1
+        if c.actions:
+            self.node.world.problems.append(
+                f"{self.node.name}: standby #{self.number}: replay queued {c.actions!r}"
+            )
+            c.actions.clear()
+        return count
+
+    def _poll(self) -> None:
+        if not self.alive:
+            return
+        node, world = self.node, self.node.world
+        self.catch_up()
+        c = self.coordinator
+        assert c is not None
+        first = next((s for s in node.standbys if s.alive), None)
+        due = world.now - self._written_at >= world.config.checkpoint_seconds
+        if first is self and due:
+            self._written_at = world.now
+            lsn = c.next_lsn - 1
+            if lsn > self._written:
+                packed = c.checkpoint_now()
+                c.actions.clear()  # a warning about an unstorable state: nothing to act on
+                if packed is not None:
+                    node.log.write_checkpoint(lsn, *packed)
+                    self._written = lsn
+                    world.trace(f"{node.name}: standby #{self.number} checkpoint at {lsn}")
+        world.after(world.poll_interval, self._poll)

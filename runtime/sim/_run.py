@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .._coordinator import Coordinator
 from ._workloads import WORKLOADS, Observation, compare, config_for, observe, settled
+from ._host import SimNode
 from ._world import START, Faults, World
 
 SETTLE_SECONDS = 60.0  # after the faults stop, how long the instances have to settle
@@ -26,6 +27,8 @@ class SeedResult:
     torn: int = 0
     checkpoints: int = 0
     events: int = 0
+    takeovers: int = 0
+    zombies: int = 0
     sim_seconds: float = 0.0
     trace: list[str] = field(default_factory=list)
 
@@ -43,8 +46,11 @@ def workload_for(seed: int, name: str | None) -> str:
     return names[seed % len(names)]
 
 
-def repro_command(seed: int, workload: str, coordinator: str | None = None) -> str:
+def repro_command(
+    seed: int, workload: str, coordinator: str | None = None, driver: str | None = None
+) -> str:
     extra = f" --coordinator {coordinator}" if coordinator else ""
+    extra += f" --driver {driver}" if driver else ""
     return f"python -m runtime.sim --seeds 1 --first {seed} --workload {workload} --trace{extra}"
 
 
@@ -54,13 +60,24 @@ def _world(
     faults: Faults,
     coordinator_cls: type[Coordinator],
     trace: Callable[[str], None] | None,
+    node_cls: type[SimNode] = SimNode,
 ) -> tuple[World, Observation]:
     setup = random.Random(f"setup:{seed}")
     config = config_for(setup)
-    world = World(seed, faults=faults, config=config, coordinator_cls=coordinator_cls, trace=trace)
+    world = World(
+        seed,
+        faults=faults,
+        config=config,
+        coordinator_cls=coordinator_cls,
+        trace=trace,
+        node_cls=node_cls,
+    )
     WORKLOADS[workload].build(world, setup)
     for i, name in enumerate(sorted(world.nodes)):
         world.at(START + 0.001 * i, world.nodes[name].start)
+    for i, name in enumerate(sorted(world.nodes)):
+        if world.nodes[name].standby_target:
+            world.at(START + 0.003 + 0.001 * i, world.nodes[name].fill_standbys)
     for i, caller in enumerate(world.callers):
         world.at(START + 0.005 + 0.001 * i, caller.start)
     world.plan_faults()
@@ -73,16 +90,21 @@ def run_seed(
     workload: str | None = None,
     *,
     coordinator_cls: type[Coordinator] = Coordinator,
+    driver_cls: type[SimNode] = SimNode,
     keep_trace: bool = False,
 ) -> SeedResult:
-    """Run ``seed``: the reference (the real coordinator, no faults), then the faulty run."""
+    """Run ``seed``: the reference (the real coordinator and driver, no faults), then the
+    faulty run (with ``coordinator_cls`` and ``driver_cls``, variants that plant bugs)."""
     name = workload_for(seed, workload)
     faults = Faults.swarm(random.Random(f"faults:{seed}"))
+    tune = WORKLOADS[name].tune
+    if tune is not None:
+        tune(faults, random.Random(f"tune:{seed}"))
     _ref_world, reference = _world(seed, name, Faults(), Coordinator, None)
     lines: list[str] = []
     try:
         world, seen = _world(
-            seed, name, faults, coordinator_cls, lines.append if keep_trace else None
+            seed, name, faults, coordinator_cls, lines.append if keep_trace else None, driver_cls
         )
     except Exception as exc:  # the runtime raised (a recovery that no longer replays, say)
         return SeedResult(seed, name, faults.describe(), [f"raised {exc!r}"], trace=lines)
@@ -101,6 +123,8 @@ def run_seed(
         torn=sum(n.log.torn for n in world.nodes.values()),
         checkpoints=sum(len(n.log.checkpoints) for n in world.nodes.values()),
         events=world.events,
+        takeovers=world.takeovers,
+        zombies=world.zombies,
         sim_seconds=world.now - START,
         trace=lines,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from .._coordinator import CoordinatorConfig
 from .._executor import app_state
 from ._apps import Caller, Counter, Relay, Worker
-from ._world import World
+from ._world import Faults, World
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Workload:
     name: str
     describe: str
     build: Callable[[World, random.Random], None]
+    tune: Callable[[Faults, random.Random], None] | None = None  # faults of its own
 
 
 def _n(rng: random.Random) -> int:
@@ -89,6 +90,24 @@ def _mixed(world: World, rng: random.Random) -> None:
     world.add_node(f"w1-works-server-{_n(rng)}", Worker)
 
 
+def _standby(world: World, rng: random.Random) -> None:
+    # A relay in the middle, so a takeover happens with calls in flight both ways; outside
+    # callers, so replies to the outside are what a zombie would wrongly release.
+    for name, cls in (("server", Counter), ("c", Counter), ("b", Relay)):
+        world.add_node(name, cls).standby_target = rng.choice((1, 2))
+    world.add_node(f"a-calls-b-{_n(rng)}", Caller)
+    world.add_node(f"k-calls-server-{_n(rng)}", Caller)
+    for who in ("ext1", "ext2"):
+        world.callers.append(_caller(world, who, "server", _n(rng)))
+    world.callers.append(_caller(world, "ext3", "b", _n(rng)))
+
+
+def _standby_faults(faults: Faults, rng: random.Random) -> None:
+    faults.zombies = rng.choice((0, 1, 2, 3))
+    faults.standby_crashes = rng.choice((0, 0, 1, 2))
+    faults.crashes = max(faults.crashes, rng.choice((0, 1, 2, 3)))
+
+
 def _caller(world: World, who: str, target: str, count: int) -> Any:
     from ._host import SimCaller
 
@@ -111,6 +130,12 @@ WORKLOADS: dict[str, Workload] = {
             _patterns,
         ),
         Workload("mixed", "all of the above against one server at once", _mixed),
+        Workload(
+            "standby",
+            "standbys follow each log and take over; zombie primaries are fenced",
+            _standby,
+            _standby_faults,
+        ),
     )
 }
 

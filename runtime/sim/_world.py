@@ -38,6 +38,8 @@ class Faults:
     partitions: int = 0
     resets: int = 0
     heal_at: float = 0.0  # seconds after the start when faults stop
+    zombies: int = 0  # primaries paused past their lease while a standby takes over
+    standby_crashes: int = 0  # standbys killed at random moments
 
     @classmethod
     def swarm(cls, rng: random.Random) -> Faults:
@@ -73,7 +75,9 @@ class World:
         config: CoordinatorConfig,
         coordinator_cls: type[Coordinator] = Coordinator,
         trace: Callable[[str], None] | None = None,
+        node_cls: type[SimNode] = SimNode,
     ) -> None:
+        self.node_cls = node_cls
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults
@@ -96,6 +100,10 @@ class World:
         self.events = 0
         self.ledger = Ledger.current = Ledger()  # the outside service of side effects
         self.problems: list[str] = []  # rules a driver saw broken in the actions it was given
+        self.poll_interval = self.rng.uniform(0.002, 0.02)  # how often a standby reads the log
+        self.takeovers = 0
+        self.zombies = 0
+        self.releases: list[tuple[float, str, int, str]] = []  # (time, instance, epoch, what)
 
     # -- the clock and the scheduler -----------------------------------------------------------
 
@@ -145,7 +153,7 @@ class World:
         return self.config
 
     def add_node(self, name: str, app_cls: Any) -> SimNode:
-        node = self.nodes[name] = SimNode(self, name, app_cls, self.coordinator_cls)
+        node = self.nodes[name] = self.node_cls(self, name, app_cls, self.coordinator_cls)
         return node
 
     def registry_next_epoch(self, name: str) -> int:
@@ -161,6 +169,18 @@ class World:
     def registry_epoch(self, name: str | None) -> int | None:
         node = self.registry_lookup(name)
         return node.epoch if node is not None else None
+
+    def note_release(self, node: SimNode, action: Any) -> None:
+        """``node`` is about to let the world see ``action``: record it with its epoch, and
+        flag it if a higher epoch had claimed the log by then (a zombie that was not fenced)."""
+        what = type(action).__name__
+        self.releases.append((self.now, node.name, node.epoch, what))
+        claim = node.log.claimed_above(node.epoch)
+        if claim is not None:
+            self.problems.append(
+                f"{node.name}: epoch {node.epoch} released {action!r} at "
+                f"{self.now - START:.6f} after epoch {claim} claimed the log"
+            )
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -202,9 +222,38 @@ class World:
                 self.at(moment(), self._partition, x, y, self.rng.uniform(0.05, 1.0))
         for _ in range(f.resets):
             self.at(moment(), self.network.reset_random)
+        followed = [name for name in names if self.nodes[name].standby_target]
+        if followed:
+            for _ in range(f.zombies):
+                self.at(moment(), self._zombie, self.rng.choice(followed), 0)
+            for _ in range(f.standby_crashes):
+                self.at(moment(), self._crash_standby, self.rng.choice(followed))
 
     def _crash_someone(self, name: str) -> None:
         self.nodes[name].crash("at a random moment")
+
+    def _zombie(self, name: str, tries: int) -> None:
+        """Stop a primary (SIGSTOP) past its lease, preferably while an append is in flight
+        (what it then does on waking up is the fence's business)."""
+        node = self.nodes[name]
+        busy = node.alive and node.epoch in node.log.pending
+        if not node.alive or node.taking_over or node.paused_until > self.now:
+            return
+        if not busy and tries < 50:
+            self.after(self.rng.uniform(0.0005, 0.002), self._zombie, name, tries + 1)
+            return
+        if not any(s.alive for s in node.standbys):
+            return
+        seconds = self.rng.uniform(0.2, 1.5)
+        lease = self.rng.uniform(0.02, 0.15)
+        node.paused_until = self.now + seconds
+        self.trace(f"{name}: PAUSED for {seconds:.3f} s, past its lease ({lease:.3f} s)")
+        self.after(lease, node.lease_expired, node.incarnation)
+
+    def _crash_standby(self, name: str) -> None:
+        alive = [s for s in self.nodes[name].standbys if s.alive]
+        if alive:
+            self.rng.choice(alive).crash()
 
     def _pause(self, name: str, seconds: float) -> None:
         node = self.nodes[name]
