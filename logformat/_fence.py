@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Final
 
 from ._errors import CorruptLogError, FencedError, FormatVersionError, LogError
-from ._meta import fsync_dir
+from ._meta import FENCE_NAME, fsync_dir, mark_fenced
 
-FENCE_NAME: Final = "fence"
 ENTRY_SIZE: Final = 24
 CLAIM: Final = 1
 BEGIN: Final = 2
@@ -236,6 +235,7 @@ def _append(log_dir: str | os.PathLike[str], entry: FenceEntry) -> Fence:
         os.fsync(fd)
         if not existed:
             fsync_dir(Path(log_dir))
+        mark_fenced(Path(log_dir))  # readers that predate the fence must refuse this log now
         whole = (*fence.entries, entry)
         return Fence(whole, fence.size + ENTRY_SIZE, 0, zlib.crc32(data, fence.crc))
     finally:

@@ -19,7 +19,14 @@ from ._errors import FormatVersionError, NotALogError
 
 META_NAME: Final = "meta.json"
 META_FORMAT: Final = "immortals-log"
-META_VERSION: Final = 1
+META_VERSION: Final = 2
+"""The highest ``format_version`` this reader knows (FORMAT.md 6)."""
+PLAIN_VERSION: Final = 1
+"""What a log without a fence file says: it is exactly a version-1 log."""
+FENCED_VERSION: Final = 2
+"""What a log with a fence file says, so that readers which predate the void rule (8.1) refuse
+it instead of serving a fenced-out writer's records."""
+FENCE_NAME: Final = "fence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +61,10 @@ class LogMeta:
             (*self.versions, entry),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, format_version: int = PLAIN_VERSION) -> dict[str, Any]:
         body = asdict(self)
         body["versions"] = [asdict(v) for v in self.versions]
-        return {"format": META_FORMAT, "format_version": META_VERSION, **body}
+        return {"format": META_FORMAT, "format_version": format_version, **body}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, where: str) -> LogMeta:
@@ -97,14 +104,28 @@ def read_meta(log_dir: Path) -> LogMeta:
 
 
 def write_meta(log_dir: Path, meta: LogMeta) -> None:
-    tmp = log_dir / (META_NAME + ".tmp")
-    data = json.dumps(meta.to_json(), indent=2, sort_keys=True).encode()
+    """Replace ``meta.json`` atomically; version 2 once the log has a fence file (8.1).
+
+    The temporary name is unique to the process: a taker marking the version and a writer
+    recording a code version may write at once, and must not write into the same file.
+    """
+    tmp = log_dir / f"{META_NAME}.{os.getpid()}.tmp"
+    fenced = (log_dir / FENCE_NAME).exists()
+    version = FENCED_VERSION if fenced else PLAIN_VERSION
+    data = json.dumps(meta.to_json(format_version=version), indent=2, sort_keys=True).encode()
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, log_dir / META_NAME)
     fsync_dir(log_dir)
+
+
+def mark_fenced(log_dir: Path) -> None:
+    """Raise ``meta.json`` to version 2 if it still says 1 (called after a fence entry)."""
+    raw = json.loads((log_dir / META_NAME).read_text("utf-8"))
+    if raw.get("format_version") != FENCED_VERSION:
+        write_meta(log_dir, read_meta(log_dir))
 
 
 def fsync_dir(path: Path) -> None:

@@ -505,6 +505,7 @@ class LogWriter:
         """Store already encoded checkpoint bytes (encode them off the hot path)."""
         if not 0 <= lsn <= self.last_lsn:
             raise LogError(f"checkpoint LSN {lsn} is beyond the log's end ({self.last_lsn})")
+        self._check_fence()  # a fenced-out writer's state may follow void records
         path = write_checkpoint_file(
             self.path, lsn, data, sync=self.sync, fault_hook=self._fault_hook
         )
@@ -525,6 +526,7 @@ class LogWriter:
         """Note in the metadata that steps from ``next_lsn`` on run ``app`` at ``code_version``."""
         if self.meta.app == app and self.meta.code_version == code_version:
             return
+        self._check_fence()
         self.meta = self.meta.with_version(self.next_lsn, app, code_version)
         write_meta(self.path, self.meta)
 
@@ -534,6 +536,7 @@ class LogWriter:
         With ``require_checkpoint`` (the default) it refuses to leave a log that no checkpoint
         can be recovered from: the first kept LSN must follow some checkpoint.
         """
+        self._check_fence()
         return trim_segments(self.path, self._index, below, require_checkpoint=require_checkpoint)
 
     def close(self) -> None:

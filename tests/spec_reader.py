@@ -204,8 +204,8 @@ def read_segment(data: bytes, fence: list[tuple[int, int, int]] | None = None) -
 def read_log(path: Path) -> list[tuple[int, Any]]:
     """(lsn, record) for every record of a log directory, in order."""
     meta = json.loads((path / "meta.json").read_text("utf-8"))
-    if meta["format"] != "immortals-log" or meta["format_version"] > 1:
-        raise SpecError("not a version-1 log")
+    if meta["format"] != "immortals-log" or meta["format_version"] > 2:
+        raise SpecError("not a version-1 or version-2 log")  # 2: it has a fence file (8.1)
     fence = read_fence(path)
     out: list[tuple[int, Any]] = []
     names = []

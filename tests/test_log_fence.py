@@ -7,6 +7,7 @@ for every reader, while the zombie itself finds out cheaply that it lost.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -92,6 +93,10 @@ def test_a_zombie_writes_after_a_takeover_are_void_for_every_reader(tmp_path: Pa
         a.append([record(99)])
     assert a.fenced()
     assert os.path.getsize(a._segment.path) == size  # type: ignore[union-attr]
+    with pytest.raises(FencedError):
+        a.write_checkpoint(5, {"n": 5})  # its state would follow records that may be void
+    with pytest.raises(FencedError):
+        a.record_code_version("app.py:Server", "v2")
 
     # The standby takes over while A still holds the flock.
     with pytest.raises(LogLockedError):
@@ -514,3 +519,18 @@ def test_a_log_without_a_fence_file_reads_and_writes_as_before(tmp_path: Path) -
         w.append([record(2)])
     assert not (log / "fence").exists()
     assert log_contents(log) == [(1, 1, record(1)), (2, 1, record(2))]
+    assert json.loads((log / "meta.json").read_text())["format_version"] == 1
+
+
+def test_a_claim_raises_the_metadata_version_so_older_readers_refuse_the_log(
+    tmp_path: Path,
+) -> None:
+    """A reader that predates the fence would serve a zombie's void records: it must refuse."""
+    log = _empty_log(tmp_path)
+    claim(log, 2)
+    assert json.loads((log / "meta.json").read_text())["format_version"] == 2
+    with LogWriter.open(log, epoch=2, sync=False, take_over=True) as b:
+        b.record_code_version("app.py:Server", "v2")  # any later rewrite keeps version 2
+    assert json.loads((log / "meta.json").read_text())["format_version"] == 2
+    assert [p.name for p in log.iterdir() if p.name.endswith(".tmp")] == []
+    assert log_contents(log) == [(1, 1, record(1))]
