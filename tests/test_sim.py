@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from runtime.sim import WORKLOADS, repro_command, run_seed
-from tests.sim_planted import PLANTED
+from tests.sim_planted import PLANTED, PLANTED_DRIVERS
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = 320  # 40 of each workload
+SEEDS = 320  # 32 of each workload
+STANDBY_SEEDS = 200
+DRIVER_BUDGET = 50  # seeds of the standby workload a planted driver bug may take to show
 PLANTED_BUDGET = 800  # seeds a planted bug may take to show (the slowest takes about 400)
 
 
@@ -47,6 +49,33 @@ def test_each_planted_bug_is_caught(planted: type) -> None:
             )
             return
     pytest.fail(f"{planted.__name__} survived {PLANTED_BUDGET} seeds")
+
+
+def test_standbys_take_over_and_zombies_are_fenced_over_many_seeds() -> None:
+    failures = []
+    takeovers = zombies = 0
+    for seed in range(STANDBY_SEEDS):
+        result = run_seed(seed, "standby")
+        takeovers += result.takeovers
+        zombies += result.zombies
+        if not result.ok:
+            failures.append(
+                f"seed {seed}: {result.violations[:3]}\n  {repro_command(seed, 'standby')}"
+            )
+    assert not failures, "\n".join(failures)
+    assert takeovers > STANDBY_SEEDS, "standbys hardly ever took over"
+    assert zombies > STANDBY_SEEDS // 4, "hardly any primary was paused past its lease"
+
+
+@pytest.mark.parametrize("planted", PLANTED_DRIVERS, ids=lambda cls: cls.__name__)
+def test_each_planted_driver_bug_is_caught(planted: type) -> None:
+    for seed in range(DRIVER_BUDGET):
+        result = run_seed(seed, "standby", driver_cls=planted)
+        if not result.ok:
+            assert any("claimed the log" in v for v in result.violations), result.violations
+            print(f"{planted.__name__}: caught by seed {seed} ({seed + 1} seeds)")
+            return
+    pytest.fail(f"{planted.__name__} survived {DRIVER_BUDGET} seeds of the standby workload")
 
 
 def test_every_workload_runs_and_settles() -> None:

@@ -8,6 +8,13 @@ kept, at a new epoch and address (``_host``). Each run is compared with a failur
 the same workload (``_workloads``): the same final states, the same replies, the same emits
 (the documented at-least-once print window aside), every outside call answered once.
 
+The ``standby`` workload gives instances one or two standbys that follow the log and take over
+when the primary dies, and pauses primaries past their lease so that a standby takes over while
+they live (zombies): the world records every release with the epoch that made it and flags one
+made after a higher epoch claimed the log, and checks that a standby's state when it takes over
+is what replaying the durable log gives. Driver variants (``--driver module:Class``, a
+``SimNode`` subclass) plant bugs in the driver as coordinator variants do in the coordinator.
+
     python -m runtime.sim --seeds 2000            # what `make sim` runs
     python -m runtime.sim --seeds 1 --first 17 --workload chain --trace
 

@@ -34,7 +34,7 @@ from .._actions import (
     SetTimer,
 )
 from .._api import Immortal
-from .._coordinator import Coordinator, CoordinatorConfig
+from .._coordinator import Coordinator
 from .._effects import run_effect
 from .._executor import EffectRequest, Sources, app_state
 from .._protocol import Closed, Connection, Opened, Received

@@ -59,8 +59,7 @@ class SimLog:
 
     def void(self, epoch: int, first_lsn: int) -> bool:
         return any(
-            e is not None and e > epoch and x is not None and first_lsn >= x
-            for e, x in self.claims
+            e is not None and e > epoch and x is not None and first_lsn >= x for e, x in self.claims
         )
 
     # -- appends -------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._coordinator import Coordinator
-from ._workloads import WORKLOADS, Observation, compare, config_for, observe, settled
 from ._host import SimNode
+from ._workloads import WORKLOADS, Observation, compare, config_for, observe, settled
 from ._world import START, Faults, World
 
 SETTLE_SECONDS = 60.0  # after the faults stop, how long the instances have to settle
