@@ -31,9 +31,11 @@ from logformat import (
     LogReader,
     LogWriter,
     LsnOutOfRangeError,
+    acquire_lock,
+    claim,
     seal_checkpoint,
+    write_checkpoint_file,
 )
-from logformat._checkpoint import write_checkpoint_file  # TEMP: exported once the fence lands
 
 from . import _faults as faults
 from ._actions import (
@@ -56,13 +58,20 @@ from ._coordinator import Coordinator, CoordinatorConfig
 from ._effects import Outcome, run_effect
 from ._errors import ImmortalsError, InstanceError, NondeterminismError, UpgradeError
 from ._executor import EffectRequest, Sources, app_state
-from ._home import Home, InstanceRecord, StandbyRecord
+from ._home import Home, InstanceRecord, Lease, StandbyRecord
 from ._keys import DEFAULT_RETENTION, KeyIndex
 from ._link import Accepted, HandshakeGate, Link, QuietWatch, debug, receive
 from ._protocol import Closed, Connection, Opened, Received
 from ._released import ReleasedFile
 from ._schema import PONG, ack, read_ack, read_checkpoint, read_msgs, result
-from ._standby import FOLLOW_POLL, REPORT_EVERY, REPORT_FRESH, LockWaiter, holder_id
+from ._standby import (
+    FOLLOW_POLL,
+    REPORT_EVERY,
+    REPORT_FRESH,
+    LockWaiter,
+    holder_alive,
+    holder_id,
+)
 from ._upgrade_check import CheckSummary, check_new_code, shape_problems
 from ._versions import CodeBook
 
@@ -74,6 +83,7 @@ STOPPING: Final = "the instance is stopping; reconnect to reach whoever serves i
 CLOSE_ENOUGH = 64  # steps behind the running instance at which a takeover asks it to stop
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
+EXIT_LOST_ROLE = 75  # EX_TEMPFAIL: another process took the primary role; this one must go
 
 
 @dataclass(slots=True)
@@ -97,6 +107,11 @@ class NodeConfig:
     # instead of refusing to start (``--accept-divergence``).
     accept_divergence: bool = False
     standby: bool = False  # follow the primary's log, warm, and take over when it dies
+    # The primary role's lease: it lapses this long after the last renewal (renewed every
+    # third of it). A standby that cannot see the writer lock (another machine, or a primary
+    # paused with SIGSTOP, which keeps its lock) takes over when it lapses.
+    lease_ttl: float = 2.0
+    watch_lock: bool = True  # a standby also takes over the instant the writer lock frees
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,10 @@ class StartupReport:
             f"{self.name} serving on {self.address} (epoch {self.epoch}); {ckpt}; "
             f"replayed {self.replayed} steps; recovered in {self.seconds * 1000:.1f} ms"
         )
+
+
+class LostRaceError(InstanceError):
+    """Another process took the primary role first (it holds a live lease at a newer epoch)."""
 
 
 class Node:
@@ -164,6 +183,10 @@ class Node:
         self._accepted: list[int] = []  # steps replay took as the code re-executed them
         self._lock_fd: int | None = None  # the writer lock a standby won, for the log writer
         self.standing_by = False  # following as a standby, not yet taking over
+        self.holder = holder_id()  # who this process is in the registry's lease
+        self.lease: Lease | None = None  # the primary role, while this process holds it
+        self._lease_until = 0.0  # monotonic time the lease surely holds until
+        self._fence_takeover = False  # a standby taking over a primary that may still live
 
     @property
     def durable_lsn(self) -> int:
@@ -172,13 +195,23 @@ class Node:
     # -- start and recovery ---------------------------------------------------------------------
 
     async def start(self) -> StartupReport:
-        if self.config.standby:
-            await self._stand_by()
-        elif self.config.take_over:
+        if self.config.take_over:
             await self._follow_and_stop_the_running_one()
-        started = time.perf_counter()
-        self.secret = self.home.secret()
-        self.epoch = self.home.next_epoch(self.name)
+        while True:
+            if self.config.standby:
+                await self._stand_by()
+            started = time.perf_counter()
+            self.secret = self.home.secret()
+            if not self.config.coordinator.durable:
+                self.epoch = self.home.next_epoch(self.name)
+                break
+            try:
+                self._become_primary()
+                break
+            except LostRaceError:
+                if not self.config.standby:
+                    raise
+                self.log(f"{self.name}: another standby took over first; standing by again")
         checkpoint_lsn: int | None = None
         replayed = 0
         skipped: list[str] = []
@@ -205,6 +238,7 @@ class Node:
         self._do()
         if self.config.coordinator.durable:
             self._look_for_standbys()
+            self._renew_lease()
         return StartupReport(
             self.name,
             self.address,
@@ -218,16 +252,16 @@ class Node:
     def _recover(self) -> tuple[int | None, int, list[str]]:
         """Open the log, load the newest checkpoint, replay what follows, re-release emits."""
         log_dir = self.home.log_dir(self.name)
-        if self._lock_fd is not None:  # TEMP until LogWriter.open takes the fd that holds it
-            os.close(self._lock_fd)
-            self._lock_fd = None
         try:
             self._writer = LogWriter.open(
                 log_dir,
                 epoch=self.epoch,
                 create=LogMeta(self.name, self.app.spec, self.app.code_version),
                 fault_hook=faults.hit if faults.armed("mid-frame", "mid-checkpoint") else None,
+                lock_fd=self._lock_fd,
+                take_over=self._fence_takeover,
             )
+            self._lock_fd = None  # the writer holds it now
         except LogLockedError:
             running = self.home.lookup(self.name)
             where = f" (pid {running.pid} at {running.address})" if running else ""
@@ -353,47 +387,136 @@ class Node:
         finally:
             reader.close()
 
+    def _become_primary(self) -> None:
+        """Take the primary role: the writer lock (a standby brings the one it won, or none
+        when it takes over a primary that may still live), then the lease, which moves the
+        epoch up by compare-and-set; a fenced takeover also claims the log at that epoch, so
+        the old primary can neither append nor release from now on (``_check_role``)."""
+        log_dir = self.home.log_dir(self.name)
+        if self._lock_fd is None and not self._fence_takeover:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock_fd = acquire_lock(log_dir)
+            except LogLockedError:
+                running = self.home.lookup(self.name)
+                where = f" (pid {running.pid} at {running.address})" if running else ""
+                raise InstanceError(f"instance {self.name!r} is already running{where}") from None
+        registry, ttl = self.home.registry, self.config.lease_ttl
+        for _attempt in range(5):  # another taker may move the epoch between read and write
+            held = registry.lease(self.name)
+            holder_dead = self._lock_fd is not None and (held is None or not holder_alive(held))
+            lease = registry.take_primary(
+                self.name,
+                self.holder,
+                expected_epoch=registry.epoch(self.name),
+                ttl=ttl,
+                holder_dead=holder_dead,
+            )
+            if lease is not None:
+                break
+        else:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            held = registry.lease(self.name)
+            who = (
+                f" ({held.holder}, its lease runs {held.expires - time.time():.1f} s more)"
+                if held is not None
+                else ""
+            )
+            raise LostRaceError(
+                f"instance {self.name!r} has a live primary{who}; start this "
+                "one with --standby to take over when it goes"
+            )
+        self.lease, self.epoch = lease, lease.epoch
+        self._lease_until = time.monotonic() + ttl
+        if self._fence_takeover:
+            claim(log_dir, self.epoch)  # before reading the tail: see FORMAT.md 8.1
+
+    def _renew_lease(self) -> None:
+        """Every third of the lease's time: renew it, or stop at once if another took the role."""
+        if self.stopping or self.lease is None:
+            return
+        self._renew_now()
+        third = self.config.lease_ttl / 3
+        self._timers["lease"] = asyncio.get_running_loop().call_later(third, self._renew_lease)
+
+    def _renew_now(self) -> None:
+        assert self.lease is not None
+        asked = time.monotonic()
+        try:
+            renewed = self.home.registry.renew(self.lease, self.config.lease_ttl)
+        except ImmortalsError as exc:  # the registry is unreachable: the lease may lapse
+            self.log(f"{self.name}: could not renew the primary lease: {exc}")
+            return
+        if renewed is None:
+            self._lost_role("its lease was taken by another process")
+        self.lease = renewed
+        self._lease_until = asked + self.config.lease_ttl
+
+    def _check_role(self) -> None:
+        """Before anything leaves this process (a message, a reply, an emit, an ack, a side
+        effect): is it still the primary? Not once a newer epoch claimed the log, nor once its
+        lease may have lapsed unrenewed (a process paused past it) and cannot be renewed."""
+        writer = self._writer
+        if writer is not None and writer.fenced():
+            self._lost_role("a newer epoch claimed the log")
+        if self.lease is not None and time.monotonic() >= self._lease_until:
+            self._renew_now()
+            if time.monotonic() >= self._lease_until:
+                self._lost_role("its lease lapsed and could not be renewed")
+
+    def _lost_role(self, why: str) -> None:
+        """Exit at once, releasing nothing: another process is the primary now."""
+        self.log(
+            f"{self.name}: this process (epoch {self.epoch}, {self.holder}) is no longer the "
+            f"primary: {why}. It exits without writing or releasing anything; the new primary "
+            "serves, and nothing is lost (`immortals status` shows who serves)"
+        )
+        os._exit(EXIT_LOST_ROLE)
+
     async def _stand_by(self) -> None:
         """Follow the primary's log as a standby: apply each durable step as it appears (the
-        state stays warm, nothing is released or sent) and report how far it got; return once
-        the primary's writer lock is this process's (the primary died), with the log's tail
-        applied. ``start`` then opens the log at a new epoch and serves."""
+        state stays warm, nothing is released or sent) and report how far it got. Return
+        when this process should take the primary role (``_takeover_kind``), with the log's
+        tail applied; ``start`` then takes the lease at a new epoch, opens the log and serves."""
         if not self.config.coordinator.durable:
             raise InstanceError("a standby follows a log: --standby needs --durability fsync")
         log_dir = self.home.log_dir(self.name)
         self.standing_by = True
         while not (log_dir / "meta.json").exists():  # the primary has not created it yet
             await asyncio.sleep(0.05)
-        holder = holder_id()
         granted = asyncio.Event()
         waiter = LockWaiter(log_dir, asyncio.get_running_loop(), granted.set)
         reader = LogReader(log_dir)
         registry = self.home.registry
         try:
-            self._begin_following(reader)
+            if not self._warm:  # a standby that lost a race for the role is warm already
+                self._begin_following(reader)
             self.log(
-                f"{self.name}: standby {holder} following {log_dir} at LSN "
+                f"{self.name}: standby {self.holder} following {log_dir} at LSN "
                 f"{self.coordinator.next_lsn - 1}"
             )
-            waiter.start()
+            if self.config.watch_lock:
+                waiter.start()
             report_due, lag = 0.0, 0.0
             checkpoints = reader.checkpoints()
             written = checkpoints[-1].lsn if checkpoints else 0
             written_at = time.monotonic()
-            while not granted.is_set():
+            while (kind := self._takeover_kind(granted.is_set())) is None:
                 first = self.coordinator.next_lsn
                 if self._catch_up(reader):  # how long the oldest of them waited to be applied
                     lag = max(lag, time.time() - reader.read(first).wall_ns / 1e9)
                 now = time.monotonic()
                 if now - written_at >= self.config.coordinator.checkpoint_seconds:
-                    if self._checkpoint_as_standby(holder, written):
+                    if self._checkpoint_as_standby(written):
                         written = self.coordinator.next_lsn - 1
                     written_at = now
                 if now >= report_due:
                     registry.report_standby(
                         StandbyRecord(
                             self.name,
-                            holder,
+                            self.holder,
                             os.getpid(),
                             self.coordinator.next_lsn - 1,
                             reader.last_lsn,
@@ -407,20 +530,37 @@ class Node:
                     await asyncio.wait_for(granted.wait(), FOLLOW_POLL)
             self.standing_by = False
             self._catch_up(reader)  # the primary is gone: its last steps are all there
-            self._lock_fd = waiter.take_fd()
+            if granted.is_set():
+                self._lock_fd = waiter.take_fd()
+            self._fence_takeover = kind == "fence"
             self._warm = True
+            why = "it died" if kind == "lock" else "its lease lapsed"
             self.log(
-                f"{self.name}: the primary is gone; standby {holder} takes over at LSN "
-                f"{self.coordinator.next_lsn - 1}"
+                f"{self.name}: the primary is gone ({why}); standby {self.holder} takes over "
+                f"at LSN {self.coordinator.next_lsn - 1}"
             )
         finally:
             self.standing_by = False
             waiter.close()
             reader.close()
             with contextlib.suppress(Exception):  # a report, advisory: never the reason to fail
-                registry.drop_standby(self.name, holder)
+                registry.drop_standby(self.name, self.holder)
 
-    def _checkpoint_as_standby(self, holder: str, written: int) -> bool:
+    def _takeover_kind(self, locked: bool) -> str | None:
+        """Whether a standby should take over now, and how: "lock" when it holds the writer
+        lock and the lease's holder is gone (the kernel freed the lock of a dead process),
+        "fence" when the lease lapsed while its holder may still live (paused, or on another
+        machine: the log is claimed at the new epoch, which fences it out), None to go on."""
+        held = self.home.registry.lease(self.name)
+        if held is None:
+            return "lock" if locked else None  # a primary without a lease: its lock decides
+        if locked and not holder_alive(held):
+            return "lock"
+        if not held.live() and (locked or not self.config.watch_lock or holder_alive(held)):
+            return "fence"
+        return None  # (a dead holder's lock is another standby's to take)
+
+    def _checkpoint_as_standby(self, written: int) -> bool:
         """Write a checkpoint from this standby's replayed state, if the state moved since
         the last one, no handler is suspended, and this is the standby that writes them (the
         first holder in order of those reporting: one writer, no two racing on a file)."""
@@ -428,7 +568,7 @@ class Node:
         if lsn <= written:
             return False
         fresh = self.home.registry.standbys(self.name, fresh_within=REPORT_FRESH)
-        if any(other.holder < holder for other in fresh):
+        if any(other.holder < self.holder for other in fresh):
             return False
         packed = self.coordinator.checkpoint_now()
         if packed is None:
@@ -621,6 +761,8 @@ class Node:
         actions = self.coordinator.take()
         if not actions:
             return
+        if self.lease is not None:
+            self._check_role()
         emitted = sent = False
         released: int | None = None
         unprintable: Exception | None = None
@@ -1017,6 +1159,10 @@ class Node:
         if ack is not None:
             ack.cancel()
             self._fire_timer("ack")  # acknowledge what is durable before going
+        if self.lease is not None:  # give the role up: a successor need not wait for a lapse
+            with contextlib.suppress(ImmortalsError):
+                self.home.registry.renew(self.lease, 0.0)
+            self.lease = None
         if self._writer is not None:
             self._writer.close()
         if self._keys is not None:

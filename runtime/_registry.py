@@ -92,6 +92,7 @@ class Registry(Protocol):
       lease at that epoch for ``ttl`` seconds. Exactly one of racing takers wins.
     * ``renew`` extends a lease only while its holder still holds it at its epoch; once another
       took the role it returns None, and the old holder must stop releasing anything.
+      ``renew(lease, 0)`` gives the role up (a clean stop), so a successor need not wait.
     * ``watch`` returns once the record of a name differs from the one the caller saw (or the
       timeout passes): callers find a new address without a backoff grown long.
     * Standby reports are advisory (for ``status`` and for the primary to know a standby

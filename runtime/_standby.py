@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from logformat._writer import LOCK_NAME  # TEMP: exported once the fence work lands
+from logformat import LOCK_NAME
+
+from ._home import Lease, process_alive
 
 FOLLOW_POLL: Final = 0.005  # seconds between two looks at the log for new steps
 REPORT_EVERY: Final = 0.25  # seconds between two standby reports to the registry
@@ -28,6 +30,15 @@ REPORT_FRESH: Final = 3.0  # a report older than this means the standby is gone
 def holder_id() -> str:
     """Who this process is, in leases and standby reports: ``pid@host``."""
     return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def holder_alive(lease: Lease) -> bool:
+    """Whether the lease's holder may still run: its process exists, if it is on this host
+    (elsewhere, only the lease's lapse can tell)."""
+    pid, _, host = lease.holder.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return process_alive(int(pid))
 
 
 class LockWaiter:

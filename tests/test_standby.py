@@ -50,7 +50,9 @@ def test_a_thousand_calls_across_three_primaries_killed_give_exactly_one_to_a_th
     assert status.returncode == 0
 
 
-def test_of_several_standbys_exactly_one_takes_over_every_time(home: Path, cluster: Cluster) -> None:
+def test_of_several_standbys_exactly_one_takes_over_every_time(
+    home: Path, cluster: Cluster
+) -> None:
     primary = cluster.start(COUNTER, "server")
     standbys = [_standby(cluster) for _ in range(3)]
     with connect(home, timeout=30) as client:
@@ -61,7 +63,9 @@ def test_of_several_standbys_exactly_one_takes_over_every_time(home: Path, clust
                 assert client.call("server", "inc") == expected
             primary.kill()
             deadline = time.monotonic() + 30
-            while not (won := [s for s in standbys if any(" serving on " in ln for ln in s.stderr)]):
+            while not (
+                won := [s for s in standbys if any(" serving on " in ln for ln in s.stderr)]
+            ):
                 assert time.monotonic() < deadline, "no standby took over"
                 time.sleep(0.005)
             time.sleep(0.3)  # a second winner would show by now
@@ -129,3 +133,50 @@ def test_a_standby_writes_the_checkpoints_and_the_primary_recovers_from_them(
     assert "checkpoint at LSN" in line and "no checkpoint" not in line
     with connect(home, timeout=30) as client:
         assert client.call("server", "inc") == 21
+
+
+def test_a_primary_paused_past_its_lease_is_fenced_out_and_exits_releasing_nothing(
+    home: Path, cluster: Cluster
+) -> None:
+    """SIGSTOP keeps the primary's writer lock, so the standby takes over when the lease
+    lapses, claiming the log at a newer epoch. After SIGCONT the old primary writes nothing
+    the log keeps, prints no emit, answers no call, and exits with a clear message."""
+    import signal
+
+    tally = "tests/apps/standby_apps.py:Tally"
+    primary = cluster.start(tally, "tally")
+    standby = cluster.add(tally, "tally", "--standby", label="tally-standby")
+    standby.start(wait=False)
+    results: list[int] = []
+
+    def call_in_a_loop() -> None:
+        with connect(home, timeout=60) as client:
+            for i in range(300):
+                results.append(client.call("tally", "inc", key=f"k{i}"))
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    while len(results) < 50:
+        time.sleep(0.01)
+    assert primary.proc is not None
+    primary.proc.send_signal(signal.SIGSTOP)
+    paused_at = time.monotonic()
+    printed = len(primary.stdout)
+    _wait_serving(standby)
+    took = time.monotonic() - paused_at
+    served = len(results)
+    while len(results) < served + 30:  # the new primary serves the caller
+        time.sleep(0.01)
+    primary.proc.send_signal(signal.SIGCONT)
+    assert primary.proc.wait(20) == 75  # it saw it lost the role, and went
+    caller.join(120)
+    assert results == list(range(1, 301))
+    assert len(primary.stdout) == printed  # no emit after it woke
+    emitted = {int(line) for line in primary.stdout + standby.stdout}
+    assert emitted == set(range(1, 301))  # every count printed (at least once)
+    assert any("no longer the primary" in line for line in primary.stderr)
+    assert took < 2.0 + 1.5, f"the takeover took {took:.2f} s after the pause"
+    with connect(home, timeout=30) as client:
+        assert client.call("tally", "inc") == 301
+    verify = run_cli("log", "verify", "tally", home=home)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
