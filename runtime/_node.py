@@ -571,6 +571,9 @@ class Node:
         if any(other.holder < self.holder for other in fresh):
             return False
         packed = self.coordinator.checkpoint_now()
+        for action in self.coordinator.take():  # a standby carries out nothing: say why not
+            if isinstance(action, Warn):
+                self.log(action.text)
         if packed is None:
             return False
         codec, data = packed
