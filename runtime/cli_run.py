@@ -45,6 +45,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
             "and take over the moment the primary dies; several may run"
         ),
     )
+    p.add_argument(
+        "--lease-only",
+        action="store_true",
+        help=(
+            "as a standby, take over only when the primary's lease lapses, as one on another "
+            "machine must (default: also the instant the writer lock frees, on this machine)"
+        ),
+    )
     add_instance_options(p)
     p.set_defaults(handler=run_command)
 
@@ -74,6 +82,16 @@ def add_instance_options(p: argparse.ArgumentParser, *, live_upgrade: bool = Fal
         default=64.0,
         metavar="MIB",
         help="checkpoint after this much log since the last one (default: %(default)g)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help=(
+            "the primary role's lease lapses S seconds after its last renewal (renewed every "
+            "S/3); a standby that cannot see the writer lock takes over then (default: %(default)g)"
+        ),
     )
     p.add_argument(
         "--no-replay-check",
@@ -144,6 +162,11 @@ def _add_durability_and_check(p: argparse.ArgumentParser) -> None:
 def node_config(args: argparse.Namespace, **fields: Any) -> NodeConfig:
     """The NodeConfig that ``add_instance_options``'s arguments ask for (``fields`` add to or
     override them)."""
+    if not 0.1 <= args.lease_ttl <= 3600:
+        raise InstanceError(
+            f"--lease-ttl must be between 0.1 and 3600 seconds, not {args.lease_ttl:g} (a "
+            "shorter lease is renewed too often to hold; a longer one delays a failover)"
+        )
     if not args.key_retention_hours > 0 or args.result_cache < 1:
         raise InstanceError(
             "--key-retention-hours must be above 0 and --result-cache at least 1 (keys must be "
@@ -164,6 +187,7 @@ def node_config(args: argparse.Namespace, **fields: Any) -> NodeConfig:
         upgrade_check=getattr(args, "upgrade_check", "default"),
         check_history=not args.no_replay_check,
         accept_divergence=args.accept_divergence,
+        lease_ttl=args.lease_ttl,
     )
     settings.update(fields)
     return NodeConfig(**settings)
@@ -181,7 +205,9 @@ def _port(text: str) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     check_name(args.name)  # refuses a bad name before anything is loaded or started
-    config = node_config(args, standby=args.standby)
+    if args.lease_only and not args.standby:
+        raise InstanceError("--lease-only is for a standby: add --standby")
+    config = node_config(args, standby=args.standby, watch_lock=not args.lease_only)
     app = load_app(args.app)
     home = Home(Path(args.home))
     return asyncio.run(serve(Node(app, name=args.name, home=home, config=config)))
