@@ -627,6 +627,7 @@ class Node:
                     f"immortals upgrade live {self.name} --app {self.app.spec}"
                     if self.config.take_over
                     else f"immortals run {self.app.spec} --name {self.name}"
+                    + (" --standby" if self.config.standby else "")
                 )
                 raise InstanceError(
                     f"{exc}. To serve again, taking the state such a step leaves when its code "

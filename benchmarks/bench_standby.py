@@ -1,0 +1,145 @@
+"""What a standby costs the primary, and how far behind it follows, under pipelined load.
+
+    python -m benchmarks.bench_standby [--calls 20000] [--reps 3]
+
+The pipelined RPC benchmark's pair (``rpc_apps.py``: a Driver sends 16-byte calls to a Sink
+with 1,000 in flight) runs with the Sink checkpointing every second, without and then with a
+standby of the Sink, interleaved, ``--reps`` times. Reported: the Sink's calls/s either way
+(goal: with a standby at least 0.9x of without, and above it, since the standby takes the
+checkpoints), and the standby's lag (how long a durable step waited before the standby applied
+it, sampled from its reports every 50 ms; goal: p99 under 100 ms). Saved under
+``benchmarks/results/`` (``standby_bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from benchmarks._report import Column, render
+from benchmarks.bench_rpc import REPO, _env
+
+
+def _start(home: Path, app: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "runtime", "--home", str(home), "run"]
+    command += [f"benchmarks/rpc_apps.py:{app}", "--name", name, *extra]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=REPO
+    )
+
+
+def _first_line(proc: subprocess.Popen[bytes], wanted: str) -> None:
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    if wanted not in line:
+        raise SystemExit(f"bench: expected {wanted!r}, got {line!r}")
+
+
+def one_run(calls: int, *, standby: bool) -> dict[str, Any]:
+    """Calls/s of the pipelined pair, and the standby's sampled lags (ms)."""
+    from runtime import connect
+    from runtime._home import Home
+
+    with tempfile.TemporaryDirectory(prefix="immortals-standby-") as tmp:
+        home = Path(tmp) / "home"
+        checkpoints = ("--checkpoint-seconds", "1")
+        procs = [_start(home, "Sink", "sink", *checkpoints)]
+        _first_line(procs[0], "serving on")
+        if standby:
+            procs.append(_start(home, "Sink", "sink", "--standby", *checkpoints))
+            _first_line(procs[-1], "following")
+        procs.append(_start(home, "Driver", "driver"))
+        _first_line(procs[-1], "serving on")
+        lags: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            registry = Home(home).registry
+            while not done.wait(0.05):
+                lags.extend(s.lag_ms for s in registry.standbys("sink", fresh_within=1.0))
+            registry.close()
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with connect(home, timeout=600, attempt_timeout=600) as client:
+                answer = client.call("driver", "go", calls, 16, 1000)
+        finally:
+            done.set()
+            sampler.join(10)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+    return {"calls_s": calls / answer["seconds"], "lags": lags}
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+
+
+def run(calls: int, reps: int, out_dir: Path) -> list[dict[str, Any]]:
+    from rich.progress import Progress
+
+    without: list[float] = []
+    with_standby: list[float] = []
+    lags: list[float] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("runs", total=2 * reps)
+        for _rep in range(reps):
+            without.append(one_run(calls, standby=False)["calls_s"])
+            progress.advance(task)
+            result = one_run(calls, standby=True)
+            with_standby.append(result["calls_s"])
+            lags.extend(result["lags"])
+            progress.advance(task)
+    base, withs = statistics.median(without), statistics.median(with_standby)
+    ratio = withs / base
+    lag_p99 = _p99(lags)
+    rows = [
+        {"what": "Sink calls/s, no standby (it checkpoints)", "value": f"{base:,.0f}"},
+        {"what": "Sink calls/s, one standby (it checkpoints)", "value": f"{withs:,.0f}"},
+        {"what": "with / without (goal >= 0.9, and > 1)", "value": f"{ratio:.2f}"},
+        {"what": "standby lag p50, ms", "value": f"{statistics.median(lags or [0]):.1f}"},
+        {"what": "standby lag p99, ms (goal < 100)", "value": f"{lag_p99:.1f}"},
+        {"what": "standby lag max, ms", "value": f"{max(lags or [0]):.1f}"},
+    ]
+    notes = [
+        f"{calls:,} pipelined 16-byte calls per run (1,000 in flight), median of {reps} "
+        "interleaved runs each way; every run checkpoints the Sink each second",
+        "runs, no standby: " + ", ".join(f"{v:,.0f}" for v in without),
+        "runs, one standby: " + ", ".join(f"{v:,.0f}" for v in with_standby),
+        f"{len(lags)} lag samples (each the worst of a standby report's 250 ms)",
+        f"{'PASS' if ratio >= 0.9 else 'MISS'}: throughput with a standby {ratio:.2f}x; "
+        f"{'PASS' if lag_p99 < 100 else 'MISS'}: lag p99 {lag_p99:.1f} ms",
+    ]
+    render(
+        "standby_bench",
+        "a standby under pipelined load: the primary's throughput, and the standby's lag",
+        [Column("what", "measure"), Column("value", "value")],
+        rows,
+        out_dir=out_dir,
+        notes=notes,
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a standby's cost and lag under load")
+    parser.add_argument("--calls", type=int, default=20000, help="calls per run (20000)")
+    parser.add_argument("--reps", type=int, default=3, help="runs each way (3)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if args.calls < 1000 or args.reps < 1:
+        parser.error("--calls must be at least 1000 and --reps at least 1")
+    run(args.calls, args.reps, args.out)
+
+
+if __name__ == "__main__":
+    main()
