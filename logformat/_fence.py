@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ BEGIN: Final = 2
 _ENTRY: Final = struct.Struct("<IIQI")  # epoch, kind, lsn, reserved; then u32 CRC of these 20
 _CRC: Final = struct.Struct("<I")
 _KIND_NAMES: Final = {CLAIM: "claim", BEGIN: "begin"}
+_MTIME_TRUSTED_AFTER_NS: Final = 2_000_000_000
 
 
 class FenceCorruptError(CorruptLogError):
@@ -246,31 +248,50 @@ class FenceWatch:
     """A writer's cheap, repeated question: has a higher epoch claimed my log?
 
     Keeps the fence file open and compares its size (one ``fstat``) with the size last parsed;
-    the file is re-read only when it grew. While the file does not exist, one ``stat`` of its
-    path answers instead.
+    the file is re-read only when it grew. While the file does not exist, one ``fstat`` of the
+    log directory answers instead: the file's creation changes the directory's mtime, and only
+    then is opening it tried (a failed ``open`` per append would cost several microseconds).
     """
 
     def __init__(self, log_dir: Path) -> None:
         self._path = fence_path(log_dir)
+        self._dir_fd = os.open(log_dir, os.O_RDONLY)
+        self._dir_mtime = -1
         self._fd = -1
         self._size = -1
         self.fence: Fence = NO_FENCE
+        self.highest_epoch = 0
         self.refresh()
 
     def refresh(self) -> Fence:
         """The current fence (re-read only if the file's size changed)."""
         if self._fd < 0:
+            mtime = os.fstat(self._dir_fd).st_mtime_ns
+            if mtime == self._dir_mtime:
+                return self.fence
             try:
                 self._fd = os.open(self._path, os.O_RDONLY)
             except FileNotFoundError:
+                # Timestamps are coarse (a few ms on ext4): a file created in the same tick as
+                # the change seen leaves the mtime as it was. Trust an mtime only once it is old.
+                if time.time_ns() - mtime > _MTIME_TRUSTED_AFTER_NS:
+                    self._dir_mtime = mtime
                 return self.fence
         size = os.fstat(self._fd).st_size
         if size != self._size:
             self.fence = parse_fence(os.pread(self._fd, size, 0), where=str(self._path))
+            self.highest_epoch = self.fence.highest_epoch
             self._size = size
         return self.fence
 
+    def fences(self, epoch: int) -> bool:
+        """Whether an entry of an epoch above ``epoch`` exists now."""
+        if self._fd < 0 or os.fstat(self._fd).st_size != self._size:
+            self.refresh()
+        return self.highest_epoch > epoch
+
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in (self._fd, self._dir_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._dir_fd = -1

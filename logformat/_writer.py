@@ -387,7 +387,7 @@ class LogWriter:
         """
         if self._watch is None:
             return False
-        return self._watch.refresh().fences(self.epoch)
+        return self._watch.fences(self.epoch)
 
     def _check_fence(self) -> None:
         if self.fenced():
