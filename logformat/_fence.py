@@ -86,7 +86,9 @@ class Fence:
     size: int = 0
     torn: int = 0
     crc: int = 0
-    _void: dict[int, int | None] = field(default_factory=dict, compare=False, repr=False)
+    _void: dict[int, int | None] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def highest_epoch(self) -> int:

@@ -102,9 +102,13 @@ class LogReader:
         before = self._state.fence
         self._state = catch_up(self.path, self._index, self.meta.log_id)
         if self._state.fence.crc != before.crc or self._state.fence.size != before.size:
-            # A takeover since the last look: frames decoded before may be void now.
+            # A takeover since the last look: frames decoded before may be void now, and the
+            # taker may have renamed a zombie's file aside to put its own segment in its place.
             self._frames.clear()
             self._raw.clear()
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
         self._segments = live_segments(self.path, self._state.fence)
         self.meta = read_meta(self.path)
 
@@ -224,7 +228,13 @@ class LogReader:
         if lsn is None:
             return None
         loc = self._index.locate(lsn)
-        if (loc is None or loc.first_lsn != lsn or loc.wall_ns < wall_ns) and not self._rechecked:
+        wrong = (
+            loc is None
+            or loc.first_lsn != lsn
+            or loc.wall_ns < wall_ns
+            or self._state.fence.is_void(loc.epoch, loc.first_lsn)
+        )
+        if wrong and not self._rechecked:
             self._rebuild()  # the time entry names no frame that fits: it was wrong
             return self._index.first_lsn_at_or_after(wall_ns)
         return lsn

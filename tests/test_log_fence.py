@@ -276,6 +276,26 @@ def test_a_long_lived_reader_forgets_frames_a_takeover_voided(tmp_path: Path) ->
     reader.close()
 
 
+def test_a_zombie_segment_named_x_is_renamed_aside_never_appended_to(tmp_path: Path) -> None:
+    """The zombie passed its rollover check before the claim and created segment X (empty)."""
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 4)])
+    claim(log, 2)
+    zombie = os.open(log / segment_name(4), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(zombie, encode_segment_header(4))
+    b = LogWriter.open(log, epoch=2, sync=False, take_over=True)
+    assert b.next_lsn == 4
+    aside = [p.name for p in log.iterdir() if ".void-" in p.name]
+    assert len(aside) == 1 and aside[0].startswith(segment_name(4))
+    os.write(zombie, zombie_frame(4, [zombie_value(4)]))  # lands in the file set aside
+    os.close(zombie)
+    b.append([record(4)])
+    b.close()
+    a.close()
+    assert_reads(log, [(i, 1, record(i)) for i in range(1, 4)] + [(4, 2, record(4))])
+
+
 # -- random interleavings ----------------------------------------------------------------------
 
 
