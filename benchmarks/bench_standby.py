@@ -14,6 +14,7 @@ it, sampled from its reports every 50 ms; goal: p99 under 100 ms). Saved under
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._report import Column, render
-from benchmarks.bench_rpc import REPO, _env
+from benchmarks.bench_rpc import REPO, _cpu_seconds, _env
 
 
 def _start(home: Path, app: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -67,16 +68,21 @@ def one_run(calls: int, *, standby: bool) -> dict[str, Any]:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
+        names = ["sink", *(["standby"] if standby else []), "driver"]
         try:
+            before = [_cpu_seconds(p.pid) for p in procs]
             with connect(home, timeout=600, attempt_timeout=600) as client:
                 answer = client.call("driver", "go", calls, 16, 1000)
+            used = [_cpu_seconds(p.pid) - b for p, b in zip(procs, before, strict=True)]
         finally:
             done.set()
             sampler.join(10)
             for proc in procs:
                 proc.terminate()
                 proc.wait(30)
-    return {"calls_s": calls / answer["seconds"], "lags": lags}
+    seconds = answer["seconds"]
+    cores = {name: cpu / seconds for name, cpu in zip(names, used, strict=True)}
+    return {"calls_s": calls / seconds, "lags": lags, "cores": cores}
 
 
 def _p99(values: list[float]) -> float:
@@ -90,6 +96,7 @@ def run(calls: int, reps: int, out_dir: Path) -> list[dict[str, Any]]:
     without: list[float] = []
     with_standby: list[float] = []
     lags: list[float] = []
+    cores: list[dict[str, float]] = []
     with Progress(transient=True) as progress:
         task = progress.add_task("runs", total=2 * reps)
         for _rep in range(reps):
@@ -98,6 +105,7 @@ def run(calls: int, reps: int, out_dir: Path) -> list[dict[str, Any]]:
             result = one_run(calls, standby=True)
             with_standby.append(result["calls_s"])
             lags.extend(result["lags"])
+            cores.append(result["cores"])
             progress.advance(task)
     base, withs = statistics.median(without), statistics.median(with_standby)
     ratio = withs / base
@@ -116,6 +124,9 @@ def run(calls: int, reps: int, out_dir: Path) -> list[dict[str, Any]]:
         "runs, no standby: " + ", ".join(f"{v:,.0f}" for v in without),
         "runs, one standby: " + ", ".join(f"{v:,.0f}" for v in with_standby),
         f"{len(lags)} lag samples (each the worst of a standby report's 250 ms)",
+        "cores busy during the runs with a standby (CPU seconds / wall seconds; the machine has "
+        f"{os.cpu_count()}): "
+        + "; ".join(", ".join(f"{k} {v:.2f}" for k, v in run.items()) for run in cores),
         f"{'PASS' if ratio >= 0.9 else 'MISS'}: throughput with a standby {ratio:.2f}x; "
         f"{'PASS' if lag_p99 < 100 else 'MISS'}: lag p99 {lag_p99:.1f} ms",
     ]

@@ -164,6 +164,8 @@ class Node:
         self.log = _stderr_log
         self._writer: LogWriter | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="log")
+        # Lease renewals: a registry write (an fsync) that must not stall the event loop.
+        self._lease_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")
         self._effect_slots = threading.BoundedSemaphore(EFFECT_WORKERS)
         self._inflight: asyncio.Future[int] | None = None
         self._links: dict[str, Link] = {}
@@ -434,12 +436,32 @@ class Node:
             claim(log_dir, self.epoch)  # before reading the tail: see FORMAT.md 8.1
 
     def _renew_lease(self) -> None:
-        """Every third of the lease's time: renew it, or stop at once if another took the role."""
-        if self.stopping or self.lease is None:
+        """Every third of the lease's time: renew it (on a thread of its own: the registry's
+        write ends in an fsync), or stop at once if another took the role."""
+        lease = self.lease
+        if self.stopping or lease is None:
             return
-        self._renew_now()
+        loop = asyncio.get_running_loop()
+        asked = time.monotonic()
+        renewing = loop.run_in_executor(
+            self._lease_io, self.home.registry.renew, lease, self.config.lease_ttl
+        )
+        renewing.add_done_callback(lambda done: self._renewed(done, asked))
         third = self.config.lease_ttl / 3
-        self._timers["lease"] = asyncio.get_running_loop().call_later(third, self._renew_lease)
+        self._timers["lease"] = loop.call_later(third, self._renew_lease)
+
+    def _renewed(self, done: asyncio.Future[Lease | None], asked: float) -> None:
+        if self.lease is None:  # given up meanwhile (a clean stop)
+            return
+        exc = done.exception()
+        if exc is not None:  # the registry is unreachable: the lease may lapse
+            self.log(f"{self.name}: could not renew the primary lease: {exc}")
+            return
+        renewed = done.result()
+        if renewed is None:
+            self._lost_role("its lease was taken by another process")
+        self.lease = renewed
+        self._lease_until = max(self._lease_until, asked + self.config.lease_ttl)
 
     def _renew_now(self) -> None:
         assert self.lease is not None
@@ -1163,6 +1185,7 @@ class Node:
         if ack is not None:
             ack.cancel()
             self._fire_timer("ack")  # acknowledge what is durable before going
+        self._lease_io.shutdown(wait=True)  # no renewal may land after the role is given up
         if self.lease is not None:  # give the role up: a successor need not wait for a lapse
             with contextlib.suppress(ImmortalsError):
                 self.home.registry.renew(self.lease, 0.0)
