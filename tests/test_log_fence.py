@@ -296,6 +296,65 @@ def test_a_zombie_segment_named_x_is_renamed_aside_never_appended_to(tmp_path: P
     assert_reads(log, [(i, 1, record(i)) for i in range(1, 4)] + [(4, 2, record(4))])
 
 
+def test_a_zombie_past_its_first_check_indexes_nothing_and_creates_no_segment(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False, segment_size=100)
+    a.append([record(1)])
+    a.append([record(2)])  # fills the segment: rolls over to segment 3
+    claim(log, 2)
+    a._check_fence = lambda: None  # type: ignore[method-assign]  # passed it before the claim
+    before = sorted(p.name for p in log.iterdir())
+    a.append([record(i) for i in range(3, 12)])  # written, then the check after the fsync
+    assert a.fenced()
+    assert sorted(p.name for p in log.iterdir()) == before  # full, yet no new segment
+    assert [loc.first_lsn for loc in a._index.all_frames()] == [1, 2]
+    del a._check_fence  # the check itself again
+    with pytest.raises(FencedError):
+        a._create_segment(a.next_lsn)  # the rule itself: no segment once fenced
+    assert sorted(p.name for p in log.iterdir()) == before
+    a.close()
+
+
+def test_a_begin_is_refused_once_a_higher_epoch_claimed(tmp_path: Path) -> None:
+    from logformat._fence import begin
+
+    log = _empty_log(tmp_path)
+    claim(log, 2)
+    claim(log, 3)
+    with pytest.raises(FencedError, match="epoch 2 has lost it"):
+        begin(log, 2, 2)
+    assert [e.kind for e in read_fence(log).entries] == [CLAIM, CLAIM]
+
+
+def test_a_claim_during_the_rename_aside_puts_the_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The taker renames a zombie's empty segment X aside; a newer taker claims right then: the
+    file might be the newer taker's own segment, so it goes back and the first taker stops."""
+    import logformat._writer as writer_module
+
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(1)])
+    claim(log, 2)
+    (log / segment_name(2)).write_bytes(encode_segment_header(2))
+    real_rename = os.rename
+
+    def rename_then_a_newer_claim(src: Any, dst: Any) -> None:
+        real_rename(src, dst)
+        claim(log, 3)
+
+    monkeypatch.setattr(writer_module.os, "rename", rename_then_a_newer_claim)
+    with pytest.raises(FencedError):
+        LogWriter.open(log, epoch=2, sync=False, take_over=True)
+    monkeypatch.undo()
+    assert (log / segment_name(2)).read_bytes() == encode_segment_header(2)
+    assert [p.name for p in log.iterdir() if ".void-" in p.name] == []
+    a.close()
+
+
 # -- random interleavings ----------------------------------------------------------------------
 
 
