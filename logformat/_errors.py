@@ -7,9 +7,10 @@ catch one class at its boundary and print one clear line::
     ├── NotALogError          the path is not a log directory (no meta file, wrong magic)
     ├── FormatVersionError    the log or a frame needs a newer reader than this one
     ├── LogLockedError        another live process holds the log's writer lock
-    ├── FencedError           an append with an epoch older than one already durable
+    ├── FencedError           an epoch older than one already durable, or than one in the fence
     ├── CorruptLogError       a damaged frame that is not a torn tail (names file, offset, LSNs)
-    │   └── MissingRecordsError  records the log once held are gone (a segment cut or deleted)
+    │   ├── MissingRecordsError  records the log once held are gone (a segment cut or deleted)
+    │   └── FenceCorruptError    a damaged entry in the middle of the fence file (``_fence``)
     ├── FrameError            bytes that do not decode as a frame (sans-IO decoder level)
     ├── ValueCodecError       a value that cannot be encoded, or bytes that do not decode
     ├── CheckpointError       a missing or damaged checkpoint file
@@ -46,7 +47,8 @@ class TrimRefusedError(LogError):
 
 
 class FencedError(LogError):
-    """A writer with an older epoch tried to append after a newer epoch became durable."""
+    """A writer with an older epoch tried to append after a newer epoch became durable, or after
+    a newer epoch claimed the log in its fence file (FORMAT.md 8.1): it has lost the log."""
 
 
 class FrameError(LogError):

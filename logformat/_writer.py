@@ -4,6 +4,8 @@ Only one process may write a log. An OS file lock (``LOCK``, via ``flock``) enfo
 machine and is dropped by the kernel the instant the holder dies, SIGKILL included, so a restart
 can take over at once. Epochs fence writers that a lock cannot see (another machine on shared
 storage): every frame carries its writer's epoch and no append may go below the newest one.
+A writer paused while holding the lock is taken over through the fence file (``_fence``,
+FORMAT.md 8.1): ``open(take_over=True)``, and every append first checks the fence (one fstat).
 
 Durability: one :meth:`LogWriter.append` is one ``write`` of all its frames and one
 ``fdatasync`` (enough, because only data and the file size change; a new segment also fsyncs the
