@@ -189,6 +189,8 @@ class Node:
         self.lease: Lease | None = None  # the primary role, while this process holds it
         self._lease_until = 0.0  # monotonic time the lease surely holds until
         self._fence_takeover = False  # a standby taking over a primary that may still live
+        self._lock_waiter: LockWaiter | None = None  # a fenced taker waiting for the old lock
+        self._regained_lock: int | None = None
 
     @property
     def durable_lsn(self) -> int:
@@ -241,6 +243,8 @@ class Node:
         if self.config.coordinator.durable:
             self._look_for_standbys()
             self._renew_lease()
+            if self._writer is not None and self._fence_takeover:
+                self._regain_lock()
         return StartupReport(
             self.name,
             self.address,
@@ -434,6 +438,19 @@ class Node:
         self._lease_until = time.monotonic() + ttl
         if self._fence_takeover:
             claim(log_dir, self.epoch)  # before reading the tail: see FORMAT.md 8.1
+
+    def _regain_lock(self) -> None:
+        """A fenced takeover serves without the writer lock (the old process kept it): take it
+        once that process is gone, so that ``status``, ``call`` and ``stop`` (which ask the
+        lock whether the instance runs) see this primary. Held until the process ends."""
+        loop = asyncio.get_running_loop()
+
+        def granted() -> None:
+            self._regained_lock = waiter.take_fd()
+
+        waiter = LockWaiter(self.home.log_dir(self.name), loop, granted)
+        self._lock_waiter = waiter
+        waiter.start()
 
     def _renew_lease(self) -> None:
         """Every third of the lease's time: renew it (on a thread of its own: the registry's
@@ -1192,6 +1209,11 @@ class Node:
             self.lease = None
         if self._writer is not None:
             self._writer.close()
+        if self._lock_waiter is not None:
+            self._lock_waiter.close()
+        if self._regained_lock is not None:
+            os.close(self._regained_lock)
+            self._regained_lock = None
         if self._keys is not None:
             self._keys.close()
         if self._key_reader is not None:

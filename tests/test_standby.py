@@ -178,5 +178,8 @@ def test_a_primary_paused_past_its_lease_is_fenced_out_and_exits_releasing_nothi
     assert took < 2.0 + 1.5, f"the takeover took {took:.2f} s after the pause"
     with connect(home, timeout=30) as client:
         assert client.call("tally", "inc") == 301
+    # The new primary took the writer lock once the old process was gone: it shows as running.
+    called = run_cli("call", "tally", "inc", home=home)
+    assert called.returncode == 0 and called.stdout == "302\n", called.stderr
     verify = run_cli("log", "verify", "tally", home=home)
     assert verify.returncode == 0, verify.stdout + verify.stderr
