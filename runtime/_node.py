@@ -80,6 +80,7 @@ EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread w
 # Why a stopping instance closes a connection that brings new inputs: a drain that went on
 # admitting them would never end under load, and everything not executed yet is resent anyway.
 STOPPING: Final = "the instance is stopping; reconnect to reach whoever serves it next"
+STOP_WAIT = 30.0  # seconds a live upgrade waits for the old process to stop after SIGTERM
 CLOSE_ENOUGH = 64  # steps behind the running instance at which a takeover asks it to stop
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
@@ -243,6 +244,9 @@ class Node:
         if self.config.coordinator.durable:
             self._look_for_standbys()
             self._renew_lease()
+            if self.config.take_over:
+                with contextlib.suppress(ImmortalsError):
+                    self.home.registry.reserve(self.name, self.holder, 0.0)
             if self._writer is not None and self._fence_takeover:
                 self._regain_lock()
         return StartupReport(
@@ -376,14 +380,17 @@ class Node:
                 if self._catch_up(reader) < CLOSE_ENOUGH:
                     break
             faults.hit("takeover-follow")
+            # Standbys stand back while this process replaces the primary (not for longer
+            # than the stop may take; and not at all once this process is gone).
+            self.home.registry.reserve(self.name, self.holder, ttl=STOP_WAIT + 10)
             with contextlib.suppress(ProcessLookupError):  # it died already: its lock is free
                 os.kill(record.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + STOP_WAIT
             while self.home.is_running(self.name, record):
                 if time.monotonic() > deadline:
                     raise InstanceError(
-                        f"{self.name!r} (pid {record.pid}) did not stop within 30 s of SIGTERM; "
-                        "it goes on running"
+                        f"{self.name!r} (pid {record.pid}) did not stop within {STOP_WAIT:g} s "
+                        "of SIGTERM; it goes on running"
                     )
                 self._catch_up(reader)
                 await asyncio.sleep(0.002)
@@ -401,16 +408,13 @@ class Node:
         log_dir = self.home.log_dir(self.name)
         if self._lock_fd is None and not self._fence_takeover:
             log_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                self._lock_fd = acquire_lock(log_dir)
-            except LogLockedError:
-                running = self.home.lookup(self.name)
-                where = f" (pid {running.pid} at {running.address})" if running else ""
-                raise InstanceError(f"instance {self.name!r} is already running{where}") from None
+            self._lock_fd = self._take_lock(log_dir)
         registry, ttl = self.home.registry, self.config.lease_ttl
         for _attempt in range(5):  # another taker may move the epoch between read and write
             held = registry.lease(self.name)
-            holder_dead = self._lock_fd is not None and (held is None or not holder_alive(held))
+            holder_dead = self._lock_fd is not None and (
+                held is None or not holder_alive(held.holder)
+            )
             lease = registry.take_primary(
                 self.name,
                 self.holder,
@@ -451,6 +455,22 @@ class Node:
         waiter = LockWaiter(self.home.log_dir(self.name), loop, granted)
         self._lock_waiter = waiter
         waiter.start()
+
+    def _take_lock(self, log_dir: Path) -> int:
+        """The writer lock, or "already running". A live upgrade tries for a while: a standby
+        that got the lock as the old primary went lets go of it within a poll."""
+        patience = time.monotonic() + (2.0 if self.config.take_over else 0.0)
+        while True:
+            try:
+                return acquire_lock(log_dir)
+            except LogLockedError:
+                if time.monotonic() >= patience:
+                    running = self.home.lookup(self.name)
+                    where = f" (pid {running.pid} at {running.address})" if running else ""
+                    raise InstanceError(
+                        f"instance {self.name!r} is already running{where}"
+                    ) from None
+                time.sleep(0.002)
 
     def _renew_lease(self) -> None:
         """Every third of the lease's time: renew it (on a thread of its own: the registry's
@@ -526,7 +546,8 @@ class Node:
         while not (log_dir / "meta.json").exists():  # the primary has not created it yet
             await asyncio.sleep(0.05)
         granted = asyncio.Event()
-        waiter = LockWaiter(log_dir, asyncio.get_running_loop(), granted.set)
+        loop = asyncio.get_running_loop()
+        waiter: LockWaiter | None = None
         reader = LogReader(log_dir)
         registry = self.home.registry
         try:
@@ -536,13 +557,27 @@ class Node:
                 f"{self.name}: standby {self.holder} following {log_dir} at LSN "
                 f"{self.coordinator.next_lsn - 1}"
             )
-            if self.config.watch_lock:
-                waiter.start()
             report_due, lag = 0.0, 0.0
             checkpoints = reader.checkpoints()
             written = checkpoints[-1].lsn if checkpoints else 0
             written_at = time.monotonic()
-            while (kind := self._takeover_kind(granted.is_set())) is None:
+            while True:
+                reserved = registry.reservation(self.name)
+                if reserved not in (None, self.holder) and holder_alive(reserved):
+                    # A live upgrade is replacing the primary: stand back, and let go of the
+                    # writer lock if this standby got it, for the upgrade to take.
+                    if waiter is not None:
+                        waiter.close()
+                        waiter = None
+                    granted.clear()
+                    kind = None
+                else:
+                    if waiter is None and self.config.watch_lock:
+                        waiter = LockWaiter(log_dir, loop, granted.set)
+                        waiter.start()
+                    kind = self._takeover_kind(granted.is_set())
+                if kind is not None:
+                    break
                 first = self.coordinator.next_lsn
                 if self._catch_up(reader):  # how long the oldest of them waited to be applied
                     lag = max(lag, time.time() - reader.read(first).wall_ns / 1e9)
@@ -569,7 +604,7 @@ class Node:
                     await asyncio.wait_for(granted.wait(), FOLLOW_POLL)
             self.standing_by = False
             self._catch_up(reader)  # the primary is gone: its last steps are all there
-            if granted.is_set():
+            if granted.is_set() and waiter is not None:
                 self._lock_fd = waiter.take_fd()
             self._fence_takeover = kind == "fence"
             self._warm = True
@@ -580,7 +615,8 @@ class Node:
             )
         finally:
             self.standing_by = False
-            waiter.close()
+            if waiter is not None:
+                waiter.close()
             reader.close()
             with contextlib.suppress(Exception):  # a report, advisory: never the reason to fail
                 registry.drop_standby(self.name, self.holder)
@@ -593,9 +629,9 @@ class Node:
         held = self.home.registry.lease(self.name)
         if held is None:
             return "lock" if locked else None  # a primary without a lease: its lock decides
-        if locked and not holder_alive(held):
+        if locked and not holder_alive(held.holder):
             return "lock"
-        if not held.live() and (locked or not self.config.watch_lock or holder_alive(held)):
+        if not held.live() and (locked or not self.config.watch_lock or holder_alive(held.holder)):
             return "fence"
         return None  # (a dead holder's lock is another standby's to take)
 
@@ -648,6 +684,8 @@ class Node:
     def _catch_up(self, reader: LogReader) -> int:
         """Apply the steps the running instance made durable since the last look; how many."""
         reader.refresh()
+        if self._code_book is not None:  # it may have upgraded: its new code is in the log
+            self._code_book.update(reader.meta)
         return self._replay(reader)
 
     def _replay(self, reader: LogReader) -> int:
@@ -707,6 +745,13 @@ class Node:
         assert writer is not None and book is not None
         old_version, new_version = writer.meta.code_version, self.app.code_version
         if old_version == new_version:
+            return None
+        if self.config.standby and new_version in {v.code_version for v in writer.meta.versions}:
+            self.log(
+                f"{self.name}: serving the log's code version {old_version}: this standby was "
+                f"started with {new_version}, which the log ran before (no downgrade by "
+                "failover; upgrade by restarting or `immortals upgrade live`)"
+            )
             return None
         if writer.next_lsn == 1:  # nothing ran yet: no upgrade, just this code from LSN 1
             writer.record_code_version(self.app.spec, new_version)

@@ -95,6 +95,9 @@ class Registry(Protocol):
       ``renew(lease, 0)`` gives the role up (a clean stop), so a successor need not wait.
     * ``watch`` returns once the record of a name differs from the one the caller saw (or the
       timeout passes): callers find a new address without a backoff grown long.
+    * ``reserve`` marks a handover in progress (a live upgrade about to replace the primary):
+      while ``reservation`` names another holder, standbys do not take over. It is advisory
+      and lapses after its TTL (``ttl`` 0 ends it).
     * Standby reports are advisory (for ``status`` and for the primary to know a standby
       checkpoints), and expire when not refreshed.
     """
@@ -116,6 +119,10 @@ class Registry(Protocol):
     def renew(self, lease: Lease, ttl: float) -> Lease | None: ...
 
     def lease(self, name: str) -> Lease | None: ...
+
+    def reserve(self, name: str, holder: str, ttl: float) -> None: ...
+
+    def reservation(self, name: str) -> str | None: ...
 
     async def watch(
         self, name: str, seen: InstanceRecord | None, timeout: float
@@ -285,6 +292,29 @@ class EmbeddedRegistry:
             env = self._open()
             with env.begin(db=self._leases) as txn:
                 return _decode_lease(txn.get(name.encode()), name)
+
+    def reserve(self, name: str, holder: str, ttl: float) -> None:
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=True, db=self._leases) as txn:
+                expires = time.time() + ttl
+                txn.put(_reserved_key(name), msgpack.packb({"holder": holder, "expires": expires}))
+
+    def reservation(self, name: str) -> str | None:
+        if not self.path.exists():
+            return None
+        with self._guarded():
+            env = self._open()
+            with env.begin(db=self._leases) as txn:
+                raw = txn.get(_reserved_key(name))
+        if raw is None:
+            return None
+        try:
+            data = msgpack.unpackb(bytes(raw))
+            holder, expires = str(data["holder"]), float(data["expires"])
+        except Exception:
+            return None  # advisory: a reservation that does not decode reserves nothing
+        return holder if time.time() < expires else None
 
     async def watch(
         self, name: str, seen: InstanceRecord | None, timeout: float
@@ -486,6 +516,10 @@ def _decode_record(raw: bytes, name: str) -> InstanceRecord:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _reserved_key(name: str) -> bytes:
+    return name.encode() + b"/reserved"  # "/" is in no instance name
 
 
 def _standby_key(name: str, holder: str) -> bytes:

@@ -20,7 +20,7 @@ from typing import Final
 
 from logformat import LOCK_NAME
 
-from ._home import Lease, process_alive
+from ._home import process_alive
 
 FOLLOW_POLL: Final = 0.005  # seconds between two looks at the log for new steps
 REPORT_EVERY: Final = 0.25  # seconds between two standby reports to the registry
@@ -32,10 +32,10 @@ def holder_id() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
-def holder_alive(lease: Lease) -> bool:
-    """Whether the lease's holder may still run: its process exists, if it is on this host
-    (elsewhere, only the lease's lapse can tell)."""
-    pid, _, host = lease.holder.partition("@")
+def holder_alive(holder: str) -> bool:
+    """Whether a lease's (or a reservation's) holder may still run: its process exists, if it
+    is on this host (elsewhere, only the lease's lapse can tell)."""
+    pid, _, host = holder.partition("@")
     if host != socket.gethostname() or not pid.isdigit():
         return True
     return process_alive(int(pid))

@@ -101,6 +101,13 @@ class CodeBook:
         for entry in self.meta.versions:
             self.app_for(entry.code_version)
 
+    def update(self, meta: LogMeta) -> None:
+        """The log's metadata read again (a follower: the primary may have upgraded); loads
+        the code of any version it lists that was not loaded yet."""
+        if meta.versions != self.meta.versions:
+            self.meta = meta
+            self.load_all()
+
     def keep(self, bundle: CodeBundle, cls: type[Immortal]) -> None:
         """Keep the code at hand in the log (before any step runs it) and remember its class."""
         store_code(self.log_dir, bundle.version, bundle.blob)

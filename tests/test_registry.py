@@ -113,3 +113,15 @@ def test_standby_reports_expire_and_can_be_dropped(registry: Registry) -> None:
     assert [s.holder for s in registry.standbys("a", fresh_within=10)] == ["1@h"]
     registry.drop_standby("a", "1@h")
     assert registry.standbys("a", fresh_within=10) == []
+
+
+def test_a_reservation_names_its_holder_until_it_lapses_or_ends(registry: Registry) -> None:
+    assert registry.reservation("a") is None
+    registry.reserve("a", "taker@h", ttl=30)
+    assert registry.reservation("a") == "taker@h"
+    assert registry.reservation("b") is None  # per name
+    registry.reserve("a", "taker@h", ttl=0)  # ended
+    assert registry.reservation("a") is None
+    registry.reserve("a", "taker@h", ttl=0.05)
+    time.sleep(0.1)
+    assert registry.reservation("a") is None  # lapsed

@@ -533,3 +533,58 @@ def _live_upgrade_under_48_callers(root: Path) -> int:
     kinds = [inp["k"] for inp in _inputs(home)]
     assert kinds.count("upgrade") == 1 and kinds.count("call") == total + 1
     return code
+
+
+def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
+    tmp_path: Path,
+) -> None:
+    """The standby stands back while the upgrade replaces the primary (the taker reserves the
+    role), follows the new version's log afterwards, and, when the new primary dies, takes over
+    with the log's newest code, not the older code it was started with."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from tests._instances import REPO
+
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    new_app = tmp_path / "app_v2.py"
+    new_app.write_text(V2)
+    cluster = Cluster(home)
+    old = cluster.add(f"{app}:Counter", "counter")
+    standby = cluster.add(f"{app}:Counter", "counter", "--standby", label="standby")
+    out: dict[str, object] = {}
+    taker = None
+    try:
+        _start(old, V1)
+        standby.start(wait=False)
+        while not any(" following " in line for line in standby.stderr):
+            time.sleep(0.01)
+        caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
+        caller.start()
+        time.sleep(0.3)
+        command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
+        command += ["counter", "--app", f"{new_app}:Counter"]
+        with open(tmp_path / "taker.err", "wb") as err:
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            taker = subprocess.Popen(command, stderr=err, env=env, cwd=REPO)
+        assert old.proc is not None and old.proc.wait(30) == 0
+        caller.join(120)
+        assert out["results"] == list(range(1, 1501))
+        assert not any(" serving on " in line for line in standby.stderr)  # it stood back
+        assert _calls(home, "double", 1) == [3000]  # the new version serves
+        assert standby.proc is not None and standby.proc.poll() is None
+        taker.kill()  # SIGKILL: the standby takes over, with the log's newest code
+        taker.wait(10)
+        deadline = time.monotonic() + 30
+        while not any(" serving on " in line for line in standby.stderr):
+            assert time.monotonic() < deadline, standby.stderr[-3:]
+            time.sleep(0.01)
+        assert _calls(home, "inc", 1) == [1501]
+        assert _calls(home, "double", 1) == [3002]  # V2's method, from the stored code
+    finally:
+        if taker is not None and taker.poll() is None:
+            taker.terminate()
+            taker.wait(30)
+        cluster.stop_all()
