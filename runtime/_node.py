@@ -543,7 +543,9 @@ class Node:
             raise InstanceError("a standby follows a log: --standby needs --durability fsync")
         log_dir = self.home.log_dir(self.name)
         self.standing_by = True
-        while not (log_dir / "meta.json").exists():  # the primary has not created it yet
+        if not (log_dir / "meta.json").exists():
+            self.log(f"{self.name}: standby waiting for the primary to create {log_dir}")
+        while not (log_dir / "meta.json").exists():
             await asyncio.sleep(0.05)
         granted = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -774,6 +776,15 @@ class Node:
         if policy != "off":
             summary = self._check_upgrade(reader, checkpoint_lsn, from_declared)
             self.log(f"{what}: {summary.line()}")
+            if summary.refuses(policy) and self.config.standby:
+                # A failover must not leave the instance without a primary: serve the code
+                # the log ran last, and say why the standby's own code was not taken.
+                self.log(
+                    f"{what} refused: {summary.line()}; serving the log's code version "
+                    f"{old_version} instead (see `immortals upgrade test {self.name} --app "
+                    f"{self.app.spec}`)"
+                )
+                return None
             if summary.refuses(policy):
                 raise UpgradeError(
                     f"{what} refused: {summary.line()}. Fix the code and check it with `immortals "

@@ -588,3 +588,34 @@ def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
             taker.terminate()
             taker.wait(30)
         cluster.stop_all()
+
+
+def test_a_standby_whose_code_would_be_refused_takes_over_with_the_logs_code(
+    tmp_path: Path,
+) -> None:
+    """A failover must not leave the instance without a primary: a standby started with code
+    the upgrade check refuses (a state shape changed without a migration) serves the code the
+    log ran last, and says why."""
+    import time
+
+    home, app = tmp_path / "home", tmp_path / "app.py"
+    renamed = tmp_path / "renamed.py"
+    renamed.write_text(RENAMED)
+    cluster = Cluster(home)
+    primary = cluster.add(f"{app}:Counter", "counter")
+    standby = cluster.add(f"{renamed}:Counter", "counter", "--standby", label="standby")
+    try:
+        _start(primary, V1)
+        standby.start(wait=False)
+        assert _calls(home, "inc", 3) == [1, 2, 3]
+        while not any(" following " in line for line in standby.stderr):
+            time.sleep(0.01)
+        primary.kill()
+        deadline = time.monotonic() + 30
+        while not any(" serving on " in line for line in standby.stderr):
+            assert time.monotonic() < deadline, standby.stderr[-3:]
+            time.sleep(0.01)
+        assert _calls(home, "inc", 1) == [4]  # V1's count went on
+        assert any("refused" in ln and "serving the log's code" in ln for ln in standby.stderr)
+    finally:
+        cluster.stop_all()
