@@ -14,9 +14,11 @@ instance's writer lock right now, so a stale record never gets a reused pid sign
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from logformat import LogError, LogReader
 from ._cli_text import format_table, human_size
 from ._errors import InstanceError
 from ._history_check import read_result
-from ._home import Home, InstanceRecord, check_name, process_alive
+from ._home import Home, InstanceRecord, StandbyRecord, check_name, process_alive
 from ._standby import REPORT_FRESH
 
 
@@ -217,12 +219,36 @@ def stop_command(args: argparse.Namespace) -> int:
         record = home.lookup(name)
         if record is None or not home.is_running(name, record):
             raise InstanceError(_not_running(home, name, known=name in home.known_names()))
+        # Its standbys first: stopping the primary alone would be a failover, not a stop.
+        standbys = [
+            s for s in home.registry.standbys(name, fresh_within=REPORT_FRESH) if _is_standby(s)
+        ]
+        for standby in standbys:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(standby.pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while any(process_alive(s.pid) for s in standbys) and time.monotonic() < deadline:
+            time.sleep(0.02)
         _signal(record)
-        _wait_gone(home, record, args.timeout)
+        _wait_gone(home, record, max(0.0, deadline - time.monotonic()))
     finally:
         home.close()
-    print(f"{name} (pid {record.pid}) stopped cleanly{_log_end(home, name)}")
+    count = len(standbys)
+    also = "" if not count else " with its standby" if count == 1 else f" with its {count} standbys"
+    print(f"{name} (pid {record.pid}) stopped cleanly{also}{_log_end(home, name)}")
     return 0
+
+
+def _is_standby(report: StandbyRecord) -> bool:
+    """Whether a report's pid is still that standby on this host (never signal a reused pid)."""
+    _pid, _, host = report.holder.partition("@")
+    if host != socket.gethostname() or not process_alive(report.pid):
+        return False
+    try:
+        command = Path(f"/proc/{report.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: the fresh report and the live pid must do
+    return b"--standby" in command and report.name.encode() in command
 
 
 def _not_running(home: Home, name: str, *, known: bool) -> str:

@@ -183,3 +183,19 @@ def test_a_primary_paused_past_its_lease_is_fenced_out_and_exits_releasing_nothi
     assert called.returncode == 0 and called.stdout == "302\n", called.stderr
     verify = run_cli("log", "verify", "tally", home=home)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_stopping_an_instance_stops_its_standbys_first(home: Path, cluster: Cluster) -> None:
+    """Stopping the primary alone would be a failover: `immortals stop` stops both."""
+    primary = cluster.start(COUNTER, "server")
+    standby = _standby(cluster)
+    deadline = time.monotonic() + 10
+    while "standby" not in run_cli("status", home=home).stdout:  # its first report is in
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stopped = run_cli("stop", "server", home=home)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped cleanly with its standby" in stopped.stdout
+    assert primary.proc is not None and primary.proc.wait(10) == 0
+    assert standby.proc is not None and standby.proc.wait(10) == 0
+    assert not any(" serving on " in line for line in standby.stderr)  # no failover
