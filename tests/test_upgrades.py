@@ -11,13 +11,15 @@ import asyncio
 import itertools
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from logformat import LogReader
 from runtime import connect
-from tests._instances import Cluster, Instance, run_cli
+from tests._instances import REPO, Cluster, Instance, run_cli
 
 V1 = """
 from runtime import Immortal, rpc
@@ -79,6 +81,16 @@ def _calls(home: Path, method: str, n: int) -> list[object]:
 def _inputs(home: Path) -> list[dict[str, object]]:
     with LogReader(home / "logs" / "counter") as reader:
         return [rec.value["in"] for rec in reader.records()]
+
+
+def _upgrade_live(home: Path, new_app: Path, err: Path, fault: str = "") -> subprocess.Popen[bytes]:
+    """Start ``immortals upgrade live counter --app NEW`` (its stderr to ``err``; ``fault``
+    arms IMMORTALS_FAULT in it)."""
+    command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
+    command += ["counter", "--app", f"{new_app}:Counter"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), IMMORTALS_FAULT=fault)
+    with open(err, "ab") as stderr:
+        return subprocess.Popen(command, stderr=stderr, env=env, cwd=REPO)
 
 
 def test_a_restart_with_a_changed_handler_upgrades_instead_of_failing(tmp_path: Path) -> None:
@@ -267,12 +279,8 @@ def _call_in_a_loop(home: Path, n: int, out: dict[str, object]) -> None:
 
 def test_a_live_upgrade_loses_nothing_while_a_client_calls_in_a_loop(tmp_path: Path) -> None:
     """Part 3: v1 -> v2 (a migration, a new method) under a calling client."""
-    import subprocess
-    import sys
     import threading
     import time
-
-    from tests._instances import REPO
 
     home, app = tmp_path / "home", tmp_path / "app.py"
     cluster = Cluster(home)
@@ -286,25 +294,7 @@ def test_a_live_upgrade_loses_nothing_while_a_client_calls_in_a_loop(tmp_path: P
         caller = threading.Thread(target=_call_in_a_loop, args=(home, 3000, out))
         caller.start()
         time.sleep(0.5)  # the loop is under way
-        with open(tmp_path / "taker.err", "wb") as err:
-            taker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "runtime",
-                    "--home",
-                    str(home),
-                    "upgrade",
-                    "live",
-                    "counter",
-                    "--app",
-                    f"{new_app}:Counter",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=dict(os.environ, PYTHONPATH=str(REPO)),
-                cwd=REPO,
-            )
+        taker = _upgrade_live(home, new_app, tmp_path / "taker.err")
         caller.join(120)
         assert old.proc is not None and old.proc.wait(30) == 0  # the old one stopped cleanly
         results = out["results"]
@@ -400,12 +390,8 @@ def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
 ) -> None:
     """Afterwards exactly one version serves (a restart where none does), and the calling
     client's results are exactly 1..N: nothing lost, nothing doubled."""
-    import subprocess
-    import sys
     import threading
     import time
-
-    from tests._instances import REPO
 
     home, app = tmp_path / "home", tmp_path / "app.py"
     new_app = tmp_path / "app_v2.py"
@@ -420,11 +406,9 @@ def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
         caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
         caller.start()
         time.sleep(0.3)
-        env = dict(os.environ, PYTHONPATH=str(REPO), IMMORTALS_FAULT="" if old_fault else fault)
-        command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
-        command += ["counter", "--app", f"{new_app}:Counter"]
+        err = tmp_path / "taker.err"
+        taker_proc = _upgrade_live(home, new_app, err, fault="" if old_fault else fault)
         if then == "new serves":  # it takes over from an old one that died as it stopped
-            taker_proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
             assert old.proc is not None and old.proc.wait(30) == -9
             caller.join(120)
             assert out.get("results") == list(range(1, 1501))
@@ -434,8 +418,7 @@ def test_a_sigkill_at_each_point_of_a_live_upgrade_loses_nothing(
             kinds = [inp["k"] for inp in _inputs(home)]
             assert kinds.count("upgrade") == 1 and kinds.count("call") == 1501
             return
-        taker = subprocess.run(command, capture_output=True, env=env, cwd=REPO, timeout=120)
-        assert taker.returncode == -9, taker.stderr  # killed at the armed point
+        assert taker_proc.wait(120) == -9, err.read_text()  # killed at the armed point
         restarted = None
         if then == "restart new":
             assert old.proc is not None and old.proc.wait(30) == 0  # it had stopped cleanly
@@ -473,12 +456,8 @@ def test_the_old_process_sigkilled_mid_drain_with_a_batch_durable_loses_nothing(
 def _live_upgrade_under_48_callers(root: Path) -> int:
     """Upgrade ``counter`` live with its old process armed at ``draining``, while 48 callers
     call; check nothing was lost or doubled; the old process's exit code."""
-    import subprocess
-    import sys
     import threading
     import time
-
-    from tests._instances import REPO
 
     home, app, new_app = root / "home", root / "app.py", root / "app_v2.py"
     home.mkdir(parents=True)
@@ -507,11 +486,7 @@ def _live_upgrade_under_48_callers(root: Path) -> int:
             thread.start()
         while len(results) < 200:  # under way, with every caller calling
             time.sleep(0.02)
-        command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
-        command += ["counter", "--app", f"{new_app}:Counter"]
-        with open(root / "taker.err", "wb") as err:
-            env = dict(os.environ, PYTHONPATH=str(REPO))
-            taker = subprocess.Popen(command, stderr=err, env=env, cwd=REPO)
+        taker = _upgrade_live(home, new_app, root / "taker.err")
         assert old.proc is not None
         code = old.proc.wait(60)
         served = len(results)
@@ -541,12 +516,8 @@ def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
     """The standby stands back while the upgrade replaces the primary (the taker reserves the
     role), follows the new version's log afterwards, and, when the new primary dies, takes over
     with the log's newest code, not the older code it was started with."""
-    import subprocess
-    import sys
     import threading
     import time
-
-    from tests._instances import REPO
 
     home, app = tmp_path / "home", tmp_path / "app.py"
     new_app = tmp_path / "app_v2.py"
@@ -564,11 +535,7 @@ def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
         caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
         caller.start()
         time.sleep(0.3)
-        command = [sys.executable, "-m", "runtime", "--home", str(home), "upgrade", "live"]
-        command += ["counter", "--app", f"{new_app}:Counter"]
-        with open(tmp_path / "taker.err", "wb") as err:
-            env = dict(os.environ, PYTHONPATH=str(REPO))
-            taker = subprocess.Popen(command, stderr=err, env=env, cwd=REPO)
+        taker = _upgrade_live(home, new_app, tmp_path / "taker.err")
         assert old.proc is not None and old.proc.wait(30) == 0
         caller.join(120)
         assert out["results"] == list(range(1, 1501))
