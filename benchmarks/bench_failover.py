@@ -22,11 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._loop import CallingLoop
 from benchmarks._report import Column, render
 from benchmarks.bench_rpc import REPO
 
@@ -71,7 +71,6 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
     """Milliseconds from each SIGKILL of the primary to the client's next reply."""
-    from runtime import connect
 
     standby_args = ("--standby", "--lease-only") if lease_only else ("--standby",)
     with tempfile.TemporaryDirectory(prefix="immortals-failover-") as tmp:
@@ -84,19 +83,9 @@ def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
         standby = _start(home, standby_err, *standby_args)
         _wait_for(standby_err, " following ")
         procs = [primary, standby]
-        replies: list[tuple[float, int]] = []
-        stop = threading.Event()
-
-        def call() -> None:
-            with connect(home, timeout=60) as client:
-                i = 0
-                while not stop.is_set():
-                    value = client.call("server", "inc", key=f"c{i}")
-                    replies.append((time.monotonic(), value))
-                    i += 1
-
-        caller = threading.Thread(target=call)
-        caller.start()
+        loop = CallingLoop(home, "server")
+        loop.start()
+        replies = loop.replies
         times: list[float] = []
         mode = "lease only" if lease_only else "lock"
         task = progress.add_task(f"failovers ({mode})", total=failovers)
@@ -121,15 +110,12 @@ def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
                 _wait_for(standby_err, " following ")
                 progress.advance(task)
         finally:
-            stop.set()
-            caller.join(60)
+            loop.stop()
             for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(30)
-        values = [v for _, v in replies]
-        if values != list(range(1, len(values) + 1)):
-            raise SystemExit("bench: the replies were not exactly 1..N: something was lost")
+        loop.check()
     return times
 
 

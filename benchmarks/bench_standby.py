@@ -80,6 +80,8 @@ def one_run(calls: int, *, standby: bool) -> dict[str, Any]:
             for proc in procs:
                 proc.terminate()
                 proc.wait(30)
+                if proc.stderr is not None:
+                    proc.stderr.close()
     seconds = answer["seconds"]
     cores = {name: cpu / seconds for name, cpu in zip(names, used, strict=True)}
     return {"calls_s": calls / seconds, "lags": lags, "cores": cores}

@@ -19,11 +19,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._loop import CallingLoop
 from benchmarks._report import Column, render
 from benchmarks.bench_rpc import REPO
 
@@ -61,7 +61,6 @@ def _wait_for(path: Path, text: str, count: int, timeout: float = 60.0) -> None:
 
 
 def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
-    from runtime import connect
 
     with tempfile.TemporaryDirectory(prefix="immortals-upgrade-") as tmp:
         place = Path(tmp)
@@ -70,19 +69,9 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
         app.write_text(APP.format(n=0))
         procs = [_immortals(home, "run", f"{app}:Counter", "--name", "counter", err=err)]
         _wait_for(err, " serving on ", 1)
-        replies: list[tuple[float, int]] = []
-        stop = threading.Event()
-
-        def call() -> None:
-            with connect(home, timeout=60) as client:
-                i = 0
-                while not stop.is_set():
-                    value = client.call("counter", "inc", key=f"c{i}")
-                    replies.append((time.monotonic(), value))
-                    i += 1
-
-        caller = threading.Thread(target=call)
-        caller.start()
+        loop = CallingLoop(home, "counter")
+        loop.start()
+        replies = loop.replies
         rows: list[dict[str, Any]] = []
         try:
             for n in range(1, upgrades + 1):
@@ -101,15 +90,12 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
                 rows.append({"round": n, "pause_ms": max(gaps) * 1000 if gaps else None})
                 print(f"upgrade {n}: longest gap {rows[-1]['pause_ms']:.0f} ms", file=sys.stderr)
         finally:
-            stop.set()
-            caller.join(60)
+            loop.stop()
             for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()
                     proc.wait(30)
-        values = [v for _, v in replies]
-        if values != list(range(1, len(values) + 1)):
-            raise SystemExit("bench: the replies were not exactly 1..N: something was lost")
+        count = loop.check()
     pauses = [r["pause_ms"] for r in rows if r["pause_ms"] is not None]
     p50 = statistics.median(pauses)
     verdict = "PASS" if p50 < 200 else "MISS"
@@ -122,7 +108,7 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
         ],
         [*rows, {"round": "p50", "pause_ms": p50}, {"round": "max", "pause_ms": max(pauses)}],
         out_dir=out_dir,
-        notes=[f"{len(values)} replies, exactly 1..N; p50 {p50:.0f} ms: {verdict}"],
+        notes=[f"{count} replies, exactly 1..N; p50 {p50:.0f} ms: {verdict}"],
     )
     return rows
 

@@ -48,3 +48,19 @@ def test_quick_debugger_benchmark_writes_table_json_and_plot(tmp_path: Path) -> 
     saved = json.loads((out / "debugger_bench.json").read_text())
     assert len(saved["rows"]) == 6 and all(row["value"] > 0 for row in saved["rows"])
     assert (out / "debugger_bench.png").stat().st_size > 1000
+
+
+def test_the_failover_upgrade_and_standby_benchmarks_run_and_save_their_tables(
+    tmp_path: Path,
+) -> None:
+    """Small runs of the three process benchmarks: each saves its table (and the failover one
+    its plot), and each checks on its own that the replies were exactly 1..N."""
+    from benchmarks import bench_failover, bench_standby, bench_upgrade
+
+    rows = bench_failover.run(1, 1, tmp_path)
+    assert [r["mode"] for r in rows] == ["lock", "lease only"]
+    assert (tmp_path / "failover_bench.md").exists() and (tmp_path / "failover_bench.png").exists()
+    assert len(bench_upgrade.run(1, tmp_path)) == 1
+    assert (tmp_path / "upgrade_bench.md").exists()
+    bench_standby.run(1000, 1, tmp_path)
+    assert "standby lag p99" in (tmp_path / "standby_bench.md").read_text()
