@@ -201,7 +201,9 @@ class Replayer:
             self.code.load_all()
             latest = self.code.app_for(meta.code_version)
             self.app = LoadedApp(
-                meta.app, latest, CodeBundle(meta.code_version, b"", declared_version(latest))
+                meta.app,
+                latest,
+                CodeBundle(meta.code_version, lambda: b"", declared_version(latest)),
             )
         self.instance = meta.instance
         self.allow_pickle = allow_pickle

@@ -22,6 +22,7 @@ Bundle (msgpack map): ``format`` 1; ``app`` the spec it was started as; ``module
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.abc
@@ -31,7 +32,7 @@ import linecache
 import sys
 import sysconfig
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,8 +50,14 @@ _PLATFORM: Final = frozenset(("runtime", "logformat", "replayer", "debugger", "u
 @dataclass(frozen=True, slots=True)
 class CodeBundle:
     version: str  # "sha256:" and 16 hex digits of the sources: the code version
-    blob: bytes  # the packed bundle, as the log keeps it
+    pack: Callable[[], bytes]  # the packed bundle, as the log keeps it (made when needed)
     declared: int | None  # the app's ``version`` class attribute, for migrations
+
+    @property
+    def blob(self) -> bytes:
+        """The packed bundle. Made on demand: finding the installed packages' versions takes
+        a third of a second, and a log that keeps this version already needs none of it."""
+        return self.pack()
 
 
 def declared_version(cls: type) -> int | None:
@@ -86,19 +93,23 @@ def bundle_app(cls: type[Immortal], spec: str) -> CodeBundle:
     identity = [cls.__qualname__, [[e["path"], e["source"]] for e in entries]]
     version = "sha256:" + hashlib.sha256(pack_value(identity)).hexdigest()[:16]
     declared = declared_version(cls)
-    blob = pack_value(
-        {
-            "format": BUNDLE_FORMAT,
-            "app": spec,
-            "module": main.__name__,
-            "class": cls.__qualname__,
-            "modules": entries,
-            "packages": _package_versions(main, root),
-            "python": sys.version.split()[0],
-            "declared": declared,
-        }
-    )
-    return CodeBundle(version, blob, declared)
+
+    @functools.cache
+    def pack() -> bytes:
+        return pack_value(
+            {
+                "format": BUNDLE_FORMAT,
+                "app": spec,
+                "module": main.__name__,
+                "class": cls.__qualname__,
+                "modules": entries,
+                "packages": _package_versions(main, root),
+                "python": sys.version.split()[0],
+                "declared": declared,
+            }
+        )
+
+    return CodeBundle(version, pack, declared)
 
 
 def bundle_summary(blob: bytes) -> dict[str, Any]:

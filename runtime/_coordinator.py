@@ -99,6 +99,7 @@ from ._schema import (
 from ._streams import DEFAULT_RESULT_CACHE
 
 NO_CHECKPOINT_WARNING_EVERY = 60.0  # seconds between two "no checkpoint" warnings
+DEFAULT_STEP_COST = 40e-6  # seconds to replay a step, until the driver measures it
 
 
 @dataclass(slots=True)
@@ -108,6 +109,13 @@ class CoordinatorConfig:
     durable: bool = True
     checkpoint_bytes: int = 64 * 1024 * 1024
     checkpoint_seconds: float = 60.0
+    # A checkpoint also falls due once replaying the steps since the last one would take this
+    # long (steps x the measured replay cost of a step: ``Coordinator.set_step_cost``), so
+    # recovery stays short whatever the step size and the rate; but not sooner than
+    # ``checkpoint_min_seconds`` after the last one, so a busy instance does not checkpoint
+    # all the time.
+    checkpoint_replay_seconds: float = 0.5
+    checkpoint_min_seconds: float = 0.5
     quiescence_timeout: float = 5.0
     ack_delay: float = 0.005
     allow_pickle: bool = False
@@ -152,6 +160,8 @@ class Coordinator:
         self._ack_timer_set = False
         self._app_timers: set[int] = set()  # handler timers handed to the driver
         self._bytes_since_checkpoint = 0
+        self._steps_since_checkpoint = 0
+        self.step_cost = DEFAULT_STEP_COST  # seconds to replay one step (the driver measures)
         self._last_checkpoint = 0.0
         self._last_warning = float("-inf")
         self._due_since: float | None = None  # when a checkpoint fell due (None: not due)
@@ -357,7 +367,12 @@ class Coordinator:
             self._restart_checkpoint_clock()
         else:
             self._bytes_since_checkpoint += bytes_written
-            if self._bytes_since_checkpoint >= self.config.checkpoint_bytes:
+            self._steps_since_checkpoint += len(batch.records)
+            if self._bytes_since_checkpoint >= self.config.checkpoint_bytes or (
+                self._steps_since_checkpoint * self.step_cost
+                >= self.config.checkpoint_replay_seconds
+                and self.now - self._last_checkpoint >= self.config.checkpoint_min_seconds
+            ):
                 self._note_due()
         self._release(batch)
         # What is pending goes first, with the checkpoint if it is due and possible now: the
@@ -490,6 +505,12 @@ class Coordinator:
         if self._due_since is None and self.config.durable and not self._checkpoints_elsewhere:
             self._due_since = self.now
 
+    def set_step_cost(self, seconds: float) -> None:
+        """What replaying one step costs, as the driver measured it (a recovery's replay);
+        the checkpoint policy bounds replay work with it (``checkpoint_replay_seconds``)."""
+        if seconds > 0:
+            self.step_cost = seconds
+
     def checkpoints_elsewhere(self, elsewhere: bool) -> None:
         """Whether another process (a standby, from its replayed state) writes the checkpoints.
         While it does, this instance takes none and so never holds inputs waiting for
@@ -512,6 +533,7 @@ class Coordinator:
     def _restart_checkpoint_clock(self) -> None:
         self._last_checkpoint = self.now
         self._bytes_since_checkpoint = 0
+        self._steps_since_checkpoint = 0
         self._due_since = None
         self.actions.append(SetTimer(CHECKPOINT_TIMER, self.now + self.config.checkpoint_seconds))
 

@@ -66,6 +66,15 @@ class KeyIndex:
                 txn.put(_COVERED, lsn.to_bytes(8, "little"))
                 self._purge(txn, PURGE_BATCH + 2 * (lsn - first_lsn + 1))  # keeps pace
 
+    def mark(self, lsn: int) -> None:
+        """Say the index covers the log up to ``lsn``, whose steps since the last ``add`` hold
+        no outside key: without it, an instance that is only ever called by its peers would
+        have its whole log read again at each start (300k steps: 6 s)."""
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(_COVERED)
+            if raw is None or int.from_bytes(raw, "little") < lsn:
+                txn.put(_COVERED, lsn.to_bytes(8, "little"))
+
     def catch_up(self, reader: LogReader) -> int:
         """Index what the log holds beyond the covered mark (within the retention window);
         returns how many steps were read."""

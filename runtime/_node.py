@@ -81,6 +81,7 @@ EFFECT_WORKERS = 16  # side effects that may run at once (each blocks a thread w
 # admitting them would never end under load, and everything not executed yet is resent anyway.
 STOPPING: Final = "the instance is stopping; reconnect to reach whoever serves it next"
 STOP_WAIT = 30.0  # seconds a live upgrade waits for the old process to stop after SIGTERM
+KEYS_MARK_EVERY = 1.0  # seconds between two "covered" marks of the key index without keys
 CLOSE_ENOUGH = 64  # steps behind the running instance at which a takeover asks it to stop
 INLINE_BATCH = 4  # batches of at most this many steps are made durable on the event loop
 EXIT_CANNOT_PRINT = 74  # EX_IOERR: stdout cannot be written
@@ -192,6 +193,7 @@ class Node:
         self._fence_takeover = False  # a standby taking over a primary that may still live
         self._lock_waiter: LockWaiter | None = None  # a fenced taker waiting for the old lock
         self._regained_lock: int | None = None
+        self._keys_marked = 0.0  # when the key index last said how far it covers the log
 
     @property
     def durable_lsn(self) -> int:
@@ -584,7 +586,7 @@ class Node:
                 if self._catch_up(reader):  # how long the oldest of them waited to be applied
                     lag = max(lag, time.time() - reader.read(first).wall_ns / 1e9)
                 now = time.monotonic()
-                if now - written_at >= self.config.coordinator.checkpoint_seconds:
+                if self._checkpoint_due_as_standby(now - written_at, written):
                     if self._checkpoint_as_standby(written):
                         written = self.coordinator.next_lsn - 1
                     written_at = now
@@ -636,6 +638,15 @@ class Node:
         if not held.live() and (locked or not self.config.watch_lock or holder_alive(held.holder)):
             return "fence"
         return None  # (a dead holder's lock is another standby's to take)
+
+    def _checkpoint_due_as_standby(self, elapsed: float, written: int) -> bool:
+        """The primary's policy, on the standby's side: ``checkpoint_seconds`` since the last
+        one, or the steps since it would take ``checkpoint_replay_seconds`` to replay."""
+        knobs = self.config.coordinator
+        if elapsed >= knobs.checkpoint_seconds:
+            return True
+        replay = (self.coordinator.next_lsn - 1 - written) * self.coordinator.step_cost
+        return replay >= knobs.checkpoint_replay_seconds and elapsed >= knobs.checkpoint_min_seconds
 
     def _checkpoint_as_standby(self, written: int) -> bool:
         """Write a checkpoint from this standby's replayed state, if the state moved since
@@ -698,6 +709,7 @@ class Node:
         such a step as the code re-executes it (``Coordinator.replay``)."""
         coordinator, accept = self.coordinator, self.config.accept_divergence
         count = 0
+        started = time.perf_counter()
         for rec in reader.records(coordinator.next_lsn):
             try:
                 differs = coordinator.replay(rec.value, rec.lsn, accept=accept)
@@ -718,6 +730,8 @@ class Node:
                 if len(self._accepted) <= 3:  # the first few; _settle_accepted counts them all
                     self.log(f"{self.name}: accepted a step its code does not reproduce: {differs}")
             count += 1
+        if count >= 100:  # enough to measure what a step costs to replay (checkpoint policy)
+            coordinator.set_step_cost((time.perf_counter() - started) / count)
         return count
 
     def _settle_accepted(self) -> None:
@@ -952,8 +966,13 @@ class Node:
                 f"log at LSN {appended.first_lsn}, batch starts at {batch.first_lsn}"
             )
         keys = self._keys
-        if keys is not None and any("rep" in r or "id" in r["in"] for r in batch.records):
-            keys.add(batch.first_lsn, batch.records)  # durable now: retries can find them
+        if keys is not None:
+            if any("rep" in r or "id" in r["in"] for r in batch.records):
+                keys.add(batch.first_lsn, batch.records)  # durable now: retries can find them
+                self._keys_marked = time.monotonic()
+            elif time.monotonic() - self._keys_marked >= KEYS_MARK_EVERY:
+                keys.mark(batch.last_lsn)  # so the next start reads only the steps after it
+                self._keys_marked = time.monotonic()
         if batch.checkpoint is not None:
             self._write_checkpoint(batch.last_lsn, batch.checkpoint)
         return appended.bytes_written

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from logformat import CodeStoreError, LogMeta, load_code, store_code
+from logformat import CodeStoreError, LogMeta, code_path, load_code, store_code
 
 from ._api import Immortal
 from ._codestore import CodeBundle, declared_version, load_bundle
@@ -110,7 +110,8 @@ class CodeBook:
 
     def keep(self, bundle: CodeBundle, cls: type[Immortal]) -> None:
         """Keep the code at hand in the log (before any step runs it) and remember its class."""
-        store_code(self.log_dir, bundle.version, bundle.blob)
+        if not code_path(self.log_dir, bundle.version).exists():  # (packing it costs)
+            store_code(self.log_dir, bundle.version, bundle.blob)
         self._classes[bundle.version] = cls
 
 

@@ -84,6 +84,17 @@ def add_instance_options(p: argparse.ArgumentParser, *, live_upgrade: bool = Fal
         help="checkpoint after this much log since the last one (default: %(default)g)",
     )
     p.add_argument(
+        "--checkpoint-replay-seconds",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help=(
+            "also checkpoint once replaying the steps since the last checkpoint would take S "
+            "seconds (at the replay cost measured at recovery), so a recovery stays about "
+            "that short (default: %(default)g)"
+        ),
+    )
+    p.add_argument(
         "--lease-ttl",
         type=float,
         default=2.0,
@@ -162,6 +173,10 @@ def _add_durability_and_check(p: argparse.ArgumentParser) -> None:
 def node_config(args: argparse.Namespace, **fields: Any) -> NodeConfig:
     """The NodeConfig that ``add_instance_options``'s arguments ask for (``fields`` add to or
     override them)."""
+    if not args.checkpoint_replay_seconds > 0:
+        raise InstanceError(
+            f"--checkpoint-replay-seconds must be above 0, not {args.checkpoint_replay_seconds:g}"
+        )
     if not 0.1 <= args.lease_ttl <= 3600:
         raise InstanceError(
             f"--lease-ttl must be between 0.1 and 3600 seconds, not {args.lease_ttl:g} (a "
@@ -179,6 +194,7 @@ def node_config(args: argparse.Namespace, **fields: Any) -> NodeConfig:
             durable=getattr(args, "durability", "fsync") == "fsync",
             checkpoint_seconds=args.checkpoint_seconds,
             checkpoint_bytes=int(args.checkpoint_mib * 1024 * 1024),
+            checkpoint_replay_seconds=args.checkpoint_replay_seconds,
             allow_pickle=args.allow_pickle,
             result_cache=args.result_cache,
         ),

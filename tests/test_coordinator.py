@@ -220,6 +220,25 @@ def test_while_a_standby_writes_the_checkpoints_nothing_is_held_or_checkpointed_
     assert c.executor.app.calls == 5  # type: ignore[union-attr]
 
 
+def test_a_checkpoint_falls_due_when_the_steps_since_the_last_would_take_too_long_to_replay() -> (
+    None
+):
+    """Whatever the bytes: 10 steps at a measured 1 ms each is the 10 ms of replay allowed."""
+    c = _coordinator(checkpoint_replay_seconds=0.01, checkpoint_min_seconds=0.0)
+    c.set_step_cost(0.001)
+    _durable(c)
+    for key in "abcdefghi":  # nine calls: with the start, ten steps
+        _call(c, key)
+        _durable(c)
+    _call(c, "j")
+    appends = _of(c.take(), Append)
+    assert len(appends) == 1 and appends[0].checkpoint is not None
+    c.append_done(10)
+    _call(c, "k")  # the count starts over after the checkpoint
+    appends = _of(c.take(), Append)
+    assert len(appends) == 1 and appends[0].checkpoint is None
+
+
 def test_held_calls_are_released_after_the_quiescence_timeout_even_when_idle() -> None:
     c = _coordinator(Waiter, checkpoint_bytes=150, checkpoint_seconds=60.0, quiescence_timeout=2.0)
     _durable(c)

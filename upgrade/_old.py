@@ -43,7 +43,7 @@ def old_app_for(log_dir: Path, lsn: int, *, override: str | None = None) -> Load
         cls = book.app_for(version)
     except AppLoadError:
         return _from_disk(log_dir, spec, version, lsn)
-    return LoadedApp(spec, cls, CodeBundle(version, b"", declared_version(cls)))
+    return LoadedApp(spec, cls, CodeBundle(version, lambda: b"", declared_version(cls)))
 
 
 def _from_disk(log_dir: Path, spec: str, version: str, lsn: int) -> LoadedApp:
