@@ -66,3 +66,29 @@ def test_an_index_of_the_earlier_layout_is_rebuilt(tmp_path: Path) -> None:
         assert index.find("stale") is None  # dropped: the next catch-up reads the log again
     finally:
         index.close()
+
+
+def test_a_mark_without_keys_spares_the_next_start_reading_the_log_again(tmp_path: Path) -> None:
+    """An instance called only by its peers adds no key; its mark still moves (the node marks
+    at most every second), and the next start's catch-up reads only what follows it."""
+    from logformat import LogMeta, LogReader, LogWriter
+
+    def calls(first: int, n: int) -> list[dict[str, object]]:
+        return [
+            {"in": {"k": "call", "from": "peer", "seq": s, "m": "inc"}}
+            for s in range(first, first + n)
+        ]
+
+    log = tmp_path / "log"
+    with LogWriter.open(log, create=LogMeta("peerly", "app.py:A", "v")) as writer:
+        index = KeyIndex(log)
+        with LogReader(log) as reader:
+            assert index.catch_up(reader) == 0  # an empty log
+        writer.append(calls(1, 50))  # steps without outside keys: nothing to add
+        index.mark(50)
+        writer.append(calls(51, 1))
+    try:
+        with LogReader(log) as reader:
+            assert index.catch_up(reader) == 1  # only the step after the mark, not all 51
+    finally:
+        index.close()
