@@ -25,8 +25,11 @@ The rules, each in one place below:
   for ``ack_delay``.
 * **Outside callers** (``outside_call``): a key executes once; a retry gets the recorded result,
   but only once the step that produced it is durable; concurrent retries wait for the one run.
-* **Checkpoints** (``_kick``, ``_holding``): due after ``checkpoint_bytes`` of log or
-  ``checkpoint_seconds``; taken only when no handler is suspended. While one is due and handlers
+* **Checkpoints** (``_kick``, ``_holding``): due after ``checkpoint_bytes`` of log,
+  ``checkpoint_seconds``, or once the steps since the last would take
+  ``checkpoint_replay_seconds`` to replay (at the replay cost the driver measured,
+  ``set_step_cost``), which bounds recovery whatever the step size; taken only when no handler
+  is suspended, and by a standby instead while one runs (``checkpoints_elsewhere``). While one is due and handlers
   are suspended, new work (calls, timer callbacks) is *held* (not executed) so the suspended
   ones can finish; replies, sleeps' timers and side effects' outcomes still run. If quiescence does not come within ``quiescence_timeout`` of the
   checkpoint falling due, the hold is lifted (by a timer, even if nothing else happens) and a
