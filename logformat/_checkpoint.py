@@ -9,7 +9,6 @@ unpickling runs code chosen by whoever wrote the file.
 
 from __future__ import annotations
 
-import os
 import pickle
 import struct
 import time
@@ -22,7 +21,7 @@ from typing import Any, Final
 import zstandard
 
 from ._errors import CheckpointError, FormatVersionError, PickleRefusedError, ValueCodecError
-from ._meta import fsync_dir
+from ._meta import replace_file
 from ._values import pack_value, unpack_value
 
 CHECKPOINT_MAGIC: Final = b"IMCHKPT\x00"
@@ -175,19 +174,8 @@ def write_checkpoint_file(
     folder.mkdir(exist_ok=True)
     final = folder / checkpoint_name(lsn)
     tmp = folder / (checkpoint_name(lsn) + ".tmp")
-    with open(tmp, "wb") as f:
-        if fault_hook is not None:
-            f.write(data[: len(data) // 2])
-            f.flush()
-            fault_hook("mid-checkpoint")
-            data = data[len(data) // 2 :]
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, final)
-    if sync:
-        fsync_dir(folder)
+    halfway = None if fault_hook is None else lambda: fault_hook("mid-checkpoint")
+    replace_file(final, data, tmp=tmp, sync=sync, halfway=halfway)
     return final
 
 

@@ -17,7 +17,6 @@ version's code is then lost, but the steps are not.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import zlib
@@ -27,7 +26,7 @@ from typing import Final
 import zstandard
 
 from ._errors import CodeStoreError
-from ._meta import fsync_dir
+from ._meta import replace_file
 
 CODE_DIR: Final = "code"
 _MAGIC: Final = b"IMMCODE1"
@@ -49,15 +48,7 @@ def store_code(log_dir: Path, version: str, blob: bytes, *, sync: bool = True) -
     body = zstandard.ZstdCompressor(level=9, write_content_size=True).compress(blob)
     data = _MAGIC + _CRC.pack(zlib.crc32(body)) + body
     final.parent.mkdir(exist_ok=True)
-    tmp = final.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, final)
-    if sync:
-        fsync_dir(final.parent)
+    replace_file(final, data, tmp=final.with_suffix(".tmp"), sync=sync)
     return True
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -113,12 +114,7 @@ def write_meta(log_dir: Path, meta: LogMeta) -> None:
     fenced = (log_dir / FENCE_NAME).exists()
     version = FENCED_VERSION if fenced else PLAIN_VERSION
     data = json.dumps(meta.to_json(format_version=version), indent=2, sort_keys=True).encode()
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, log_dir / META_NAME)
-    fsync_dir(log_dir)
+    replace_file(log_dir / META_NAME, data, tmp=tmp)
 
 
 def mark_fenced(log_dir: Path) -> None:
@@ -126,6 +122,32 @@ def mark_fenced(log_dir: Path) -> None:
     raw = json.loads((log_dir / META_NAME).read_text("utf-8"))
     if raw.get("format_version") != FENCED_VERSION:
         write_meta(log_dir, read_meta(log_dir))
+
+
+def replace_file(
+    final: Path,
+    data: bytes,
+    *,
+    tmp: Path,
+    sync: bool = True,
+    halfway: Callable[[], None] | None = None,
+) -> None:
+    """Put ``data`` under ``final`` atomically: written under ``tmp``, fsynced (with
+    ``sync``), renamed into place, the folder fsynced; so a file under its final name is whole
+    (FORMAT.md 5, 6, 6.1). ``halfway`` is called with half the bytes written (crash tests)."""
+    with open(tmp, "wb") as f:
+        if halfway is not None:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            halfway()
+            data = data[len(data) // 2 :]
+        f.write(data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, final)
+    if sync:
+        fsync_dir(final.parent)
 
 
 def fsync_dir(path: Path) -> None:
