@@ -192,7 +192,6 @@ class Node:
         self._lease_until = 0.0  # monotonic time the lease surely holds until
         self._fence_takeover = False  # a standby taking over a primary that may still live
         self._lock_waiter: LockWaiter | None = None  # a fenced taker waiting for the old lock
-        self._regained_lock: int | None = None
         self._keys_marked = 0.0  # when the key index last said how far it covers the log
 
     @property
@@ -264,20 +263,16 @@ class Node:
     def _recover(self) -> tuple[int | None, int, list[str]]:
         """Open the log, load the newest checkpoint, replay what follows, re-release emits."""
         log_dir = self.home.log_dir(self.name)
-        try:
-            self._writer = LogWriter.open(
-                log_dir,
-                epoch=self.epoch,
-                create=LogMeta(self.name, self.app.spec, self.app.code_version),
-                fault_hook=faults.hit if faults.armed("mid-frame", "mid-checkpoint") else None,
-                lock_fd=self._lock_fd,
-                take_over=self._fence_takeover,
-            )
-            self._lock_fd = None  # the writer holds it now
-        except LogLockedError:
-            running = self.home.lookup(self.name)
-            where = f" (pid {running.pid} at {running.address})" if running else ""
-            raise InstanceError(f"instance {self.name!r} is already running{where}") from None
+        # The lock was taken (or, for a fenced takeover, claimed around) by _become_primary.
+        self._writer = LogWriter.open(
+            log_dir,
+            epoch=self.epoch,
+            create=LogMeta(self.name, self.app.spec, self.app.code_version),
+            fault_hook=faults.hit if faults.armed("mid-frame", "mid-checkpoint") else None,
+            lock_fd=self._lock_fd,
+            take_over=self._fence_takeover,
+        )
+        self._lock_fd = None  # the writer holds it now
         app_cls = self.app.cls
         if self._code_book is None:
             self._code_book = CodeBook(log_dir, self._writer.meta, at_hand=lambda: app_cls)
@@ -449,13 +444,8 @@ class Node:
         """A fenced takeover serves without the writer lock (the old process kept it): take it
         once that process is gone, so that ``status``, ``call`` and ``stop`` (which ask the
         lock whether the instance runs) see this primary. Held until the process ends."""
-        loop = asyncio.get_running_loop()
-
-        def granted() -> None:
-            self._regained_lock = waiter.take_fd()
-
-        waiter = LockWaiter(self.home.log_dir(self.name), loop, granted)
-        self._lock_waiter = waiter
+        waiter = LockWaiter(self.home.log_dir(self.name), asyncio.get_running_loop(), lambda: None)
+        self._lock_waiter = waiter  # it holds the lock once granted, until stop() closes it
         waiter.start()
 
     def _take_lock(self, log_dir: Path) -> int:
@@ -493,27 +483,28 @@ class Node:
         if self.lease is None:  # given up meanwhile (a clean stop)
             return
         exc = done.exception()
-        if exc is not None:  # the registry is unreachable: the lease may lapse
-            self.log(f"{self.name}: could not renew the primary lease: {exc}")
-            return
-        renewed = done.result()
-        if renewed is None:
-            self._lost_role("its lease was taken by another process")
-        self.lease = renewed
-        self._lease_until = max(self._lease_until, asked + self.config.lease_ttl)
+        self._take_renewal(None if exc is not None else done.result(), exc, asked)
 
     def _renew_now(self) -> None:
         assert self.lease is not None
         asked = time.monotonic()
         try:
             renewed = self.home.registry.renew(self.lease, self.config.lease_ttl)
-        except ImmortalsError as exc:  # the registry is unreachable: the lease may lapse
+        except ImmortalsError as exc:
+            self._take_renewal(None, exc, asked)
+        else:
+            self._take_renewal(renewed, None, asked)
+
+    def _take_renewal(self, renewed: Lease | None, exc: BaseException | None, asked: float) -> None:
+        """A renewal asked at ``asked`` (monotonic) came back: the lease holds a TTL from then,
+        another took the role (exit), or the registry failed (it may lapse: say so)."""
+        if exc is not None:
             self.log(f"{self.name}: could not renew the primary lease: {exc}")
             return
         if renewed is None:
             self._lost_role("its lease was taken by another process")
         self.lease = renewed
-        self._lease_until = asked + self.config.lease_ttl
+        self._lease_until = max(self._lease_until, asked + self.config.lease_ttl)
 
     def _check_role(self) -> None:
         """Before anything leaves this process (a message, a reply, an emit, an ack, a side
@@ -1285,10 +1276,7 @@ class Node:
         if self._writer is not None:
             self._writer.close()
         if self._lock_waiter is not None:
-            self._lock_waiter.close()
-        if self._regained_lock is not None:
-            os.close(self._regained_lock)
-            self._regained_lock = None
+            self._lock_waiter.close()  # gives the lock back if it was granted
         if self._keys is not None:
             self._keys.close()
         if self._key_reader is not None:

@@ -32,13 +32,17 @@ def holder_id() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
+def local_pid(holder: str) -> int | None:
+    """The pid of a holder (``pid@host``) if it is on this host, else None."""
+    pid, _, host = holder.partition("@")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
 def holder_alive(holder: str) -> bool:
     """Whether a lease's (or a reservation's) holder may still run: its process exists, if it
     is on this host (elsewhere, only the lease's lapse can tell)."""
-    pid, _, host = holder.partition("@")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    return process_alive(int(pid))
+    pid = local_pid(holder)
+    return pid is None or process_alive(pid)
 
 
 class LockWaiter:

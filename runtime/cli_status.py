@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from ._cli_text import format_table, human_size
 from ._errors import InstanceError
 from ._history_check import read_result
 from ._home import Home, InstanceRecord, StandbyRecord, check_name, process_alive
-from ._standby import REPORT_FRESH
+from ._standby import REPORT_FRESH, local_pid
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -241,8 +240,7 @@ def stop_command(args: argparse.Namespace) -> int:
 
 def _is_standby(report: StandbyRecord) -> bool:
     """Whether a report's pid is still that standby on this host (never signal a reused pid)."""
-    _pid, _, host = report.holder.partition("@")
-    if host != socket.gethostname() or not process_alive(report.pid):
+    if local_pid(report.holder) != report.pid or not process_alive(report.pid):
         return False
     try:
         command = Path(f"/proc/{report.pid}/cmdline").read_bytes().split(b"\0")
