@@ -146,10 +146,7 @@ class EmbeddedRegistry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._env: lmdb.Environment | None = None
-        self._records: Any = None  # lmdb database handles, set by _open()
-        self._epochs: Any = None
-        self._leases: Any = None
-        self._standbys: Any = None
+        self._dbs: dict[bytes, Any] = {}  # lmdb database handles by name, set by _open()
 
     def _open(self) -> lmdb.Environment:
         """The registry's environment, its databases open and any old layout migrated.
@@ -162,17 +159,25 @@ class EmbeddedRegistry:
             env = acquire_env(where, map_size=REGISTRY_MAP_SIZE, max_dbs=4)
             try:
                 with env.begin(write=True) as txn:
-                    records = env.open_db(RECORDS_DB, txn=txn)
-                    epochs = env.open_db(EPOCHS_DB, txn=txn)
-                    leases = env.open_db(LEASES_DB, txn=txn)
-                    standbys = env.open_db(STANDBYS_DB, txn=txn)
-                    _migrate_main_db(txn, records, epochs)
+                    dbs = {name: env.open_db(name, txn=txn) for name in _DATABASES}
+                    _migrate_main_db(txn, dbs[RECORDS_DB], dbs[EPOCHS_DB])
             except BaseException:
                 release_env(where)
                 raise
-            self._env, self._records, self._epochs = env, records, epochs
-            self._leases, self._standbys = leases, standbys
+            self._env, self._dbs = env, dbs
         return self._env
+
+    @contextmanager
+    def _txn(self, db: bytes | None = None, *, write: bool = False) -> Iterator[Any]:
+        """A transaction inside ``_guarded``, on database ``db`` (None: name a database per
+        call, with ``_db``, for a transaction over several)."""
+        with self._guarded():
+            env = self._open()
+            with env.begin(write=write, db=None if db is None else self._dbs[db]) as txn:
+                yield txn
+
+    def _db(self, name: bytes) -> Any:
+        return self._dbs[name]
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
@@ -207,48 +212,38 @@ class EmbeddedRegistry:
 
     def register(self, record: InstanceRecord) -> None:
         key = record.name.encode()  # names are checked above (Home)
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True, db=self._records) as txn:
-                txn.put(key, msgpack.packb(asdict(record)))
+        with self._txn(RECORDS_DB, write=True) as txn:
+            txn.put(key, msgpack.packb(asdict(record)))
 
     def lookup(self, name: str) -> InstanceRecord | None:
         key = name.encode()
         if not self.path.exists():
             return None
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._records) as txn:
-                raw = txn.get(key)
+        with self._txn(RECORDS_DB) as txn:
+            raw = txn.get(key)
             return None if raw is None else _decode_record(raw, name)
 
     def instances(self) -> list[InstanceRecord]:
         if not self.path.exists():
             return []
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._records) as txn:
-                return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
+        with self._txn(RECORDS_DB) as txn:
+            return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
 
     def epoch(self, name: str) -> int:
         key = name.encode()
         if not self.path.exists():
             return 0
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._epochs) as txn:
-                return _decode_epoch(txn.get(key), name)
+        with self._txn(EPOCHS_DB) as txn:
+            return _decode_epoch(txn.get(key), name)
 
     def compare_and_set_epoch(self, name: str, expected: int, new: int) -> bool:
         if new <= expected:
             raise ValueError(f"an epoch only grows: {expected} -> {new}")
         key = name.encode()
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True, db=self._epochs) as txn:
-                if _decode_epoch(txn.get(key), name) != expected:
-                    return False
-                txn.put(key, str(new).encode())
+        with self._txn(EPOCHS_DB, write=True) as txn:
+            if _decode_epoch(txn.get(key), name) != expected:
+                return False
+            txn.put(key, str(new).encode())
         return True
 
     def take_primary(
@@ -256,57 +251,47 @@ class EmbeddedRegistry:
     ) -> Lease | None:
         key = name.encode()
         now = time.time()
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True) as txn:
-                if _decode_epoch(txn.get(key, db=self._epochs), name) != expected_epoch:
-                    return None
-                held = _decode_lease(txn.get(key, db=self._leases), name)
-                taken = held is not None and held.holder != holder and held.live(now)
-                if taken and not holder_dead:
-                    return None
-                lease = Lease(name, holder, expected_epoch + 1, now + ttl)
-                txn.put(key, str(lease.epoch).encode(), db=self._epochs)
-                txn.put(key, msgpack.packb(asdict(lease)), db=self._leases)
+        with self._txn(write=True) as txn:
+            if _decode_epoch(txn.get(key, db=self._db(EPOCHS_DB)), name) != expected_epoch:
+                return None
+            held = _decode_lease(txn.get(key, db=self._db(LEASES_DB)), name)
+            taken = held is not None and held.holder != holder and held.live(now)
+            if taken and not holder_dead:
+                return None
+            lease = Lease(name, holder, expected_epoch + 1, now + ttl)
+            txn.put(key, str(lease.epoch).encode(), db=self._db(EPOCHS_DB))
+            txn.put(key, msgpack.packb(asdict(lease)), db=self._db(LEASES_DB))
         return lease
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
         key = lease.name.encode()
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True) as txn:
-                held = _decode_lease(txn.get(key, db=self._leases), lease.name)
-                epoch = _decode_epoch(txn.get(key, db=self._epochs), lease.name)
-                if held is None or held.holder != lease.holder or held.epoch != lease.epoch:
-                    return None
-                if epoch != lease.epoch:
-                    return None
-                renewed = Lease(lease.name, lease.holder, lease.epoch, time.time() + ttl)
-                txn.put(key, msgpack.packb(asdict(renewed)), db=self._leases)
+        with self._txn(write=True) as txn:
+            held = _decode_lease(txn.get(key, db=self._db(LEASES_DB)), lease.name)
+            epoch = _decode_epoch(txn.get(key, db=self._db(EPOCHS_DB)), lease.name)
+            if held is None or held.holder != lease.holder or held.epoch != lease.epoch:
+                return None
+            if epoch != lease.epoch:
+                return None
+            renewed = Lease(lease.name, lease.holder, lease.epoch, time.time() + ttl)
+            txn.put(key, msgpack.packb(asdict(renewed)), db=self._db(LEASES_DB))
         return renewed
 
     def lease(self, name: str) -> Lease | None:
         if not self.path.exists():
             return None
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._leases) as txn:
-                return _decode_lease(txn.get(name.encode()), name)
+        with self._txn(LEASES_DB) as txn:
+            return _decode_lease(txn.get(name.encode()), name)
 
     def reserve(self, name: str, holder: str, ttl: float) -> None:
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True, db=self._leases) as txn:
-                expires = time.time() + ttl
-                txn.put(_reserved_key(name), msgpack.packb({"holder": holder, "expires": expires}))
+        with self._txn(LEASES_DB, write=True) as txn:
+            expires = time.time() + ttl
+            txn.put(_reserved_key(name), msgpack.packb({"holder": holder, "expires": expires}))
 
     def reservation(self, name: str) -> str | None:
         if not self.path.exists():
             return None
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._leases) as txn:
-                raw = txn.get(_reserved_key(name))
+        with self._txn(LEASES_DB) as txn:
+            raw = txn.get(_reserved_key(name))
         if raw is None:
             return None
         try:
@@ -327,10 +312,8 @@ class EmbeddedRegistry:
             await asyncio.sleep(min(WATCH_POLL, max(0.0, deadline - time.monotonic())))
 
     def report_standby(self, record: StandbyRecord) -> None:
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True, db=self._standbys) as txn:
-                txn.put(_standby_key(record.name, record.holder), msgpack.packb(asdict(record)))
+        with self._txn(STANDBYS_DB, write=True) as txn:
+            txn.put(_standby_key(record.name, record.holder), msgpack.packb(asdict(record)))
 
     def standbys(self, name: str, *, fresh_within: float) -> list[StandbyRecord]:
         if not self.path.exists():
@@ -338,34 +321,30 @@ class EmbeddedRegistry:
         prefix = name.encode() + b"/"
         oldest = time.time() - fresh_within
         found: list[StandbyRecord] = []
-        with self._guarded():
-            env = self._open()
-            with env.begin(db=self._standbys) as txn:
-                cursor = txn.cursor()
-                if cursor.set_range(prefix):
-                    for key, raw in cursor:
-                        if not bytes(key).startswith(prefix):
-                            break
-                        record = _decode_standby(bytes(raw), name)
-                        if record is not None and record.seen >= oldest:
-                            found.append(record)
+        with self._txn(STANDBYS_DB) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, raw in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    record = _decode_standby(bytes(raw), name)
+                    if record is not None and record.seen >= oldest:
+                        found.append(record)
         return found
 
     def drop_standby(self, name: str, holder: str) -> None:
-        with self._guarded():
-            env = self._open()
-            with env.begin(write=True, db=self._standbys) as txn:
-                txn.delete(_standby_key(name, holder))
+        with self._txn(STANDBYS_DB, write=True) as txn:
+            txn.delete(_standby_key(name, holder))
 
     def close(self) -> None:
         if self._env is not None:
-            self._env = self._records = self._epochs = self._leases = self._standbys = None
+            self._env, self._dbs = None, {}
             release_env(self.path)
 
 
 # The registry keeps records, epoch counters, leases and standbys in lmdb named databases, so
-# that no name can reach another's keys. The names of the databases (keys of lmdb's main database) start with
-# ':', which no valid instance name does.
+# that no name can reach another's keys. The names of the databases (keys of lmdb's main
+# database) start with ':', which no valid instance name does.
 RECORDS_DB = b":records"
 EPOCHS_DB = b":epochs"
 LEASES_DB = b":leases"  # instance name -> the primary lease (holder, epoch, expires)
