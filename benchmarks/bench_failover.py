@@ -16,52 +16,23 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._loop import CallingLoop
+from benchmarks._instances import CallingLoop, immortals, stop_all, wait_for
 from benchmarks._report import Column, render
-from benchmarks.bench_rpc import REPO
 
 APP = "samples/counter/counter.py:Server"
 LEASE_TTL_MS = 2000.0  # the default --lease-ttl
 
 
 def _start(home: Path, err: Path, *extra: str) -> subprocess.Popen[bytes]:
-    with open(err, "ab") as stderr:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "runtime",
-                "--home",
-                str(home),
-                "run",
-                APP,
-                "--name",
-                "server",
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            cwd=REPO,
-        )
-
-
-def _wait_for(path: Path, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or text not in path.read_text():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: no {text!r} in {path} after {timeout:g} s")
-        time.sleep(0.005)
+    return immortals(home, "run", APP, "--name", "server", *extra, err=err)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -78,10 +49,10 @@ def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
         home = place / "home"
         primary_err = place / "p0.err"
         primary = _start(home, primary_err)
-        _wait_for(primary_err, " serving on ")
+        wait_for(primary_err, " serving on ")
         standby_err = place / "s1.err"
         standby = _start(home, standby_err, *standby_args)
-        _wait_for(standby_err, " following ")
+        wait_for(standby_err, " following ")
         procs = [primary, standby]
         loop = CallingLoop(home, "server")
         loop.start()
@@ -95,7 +66,7 @@ def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
                 killed = time.monotonic()
                 primary.send_signal(signal.SIGKILL)
                 primary.wait(30)
-                _wait_for(standby_err, " serving on ")
+                wait_for(standby_err, " serving on ")
                 time.sleep(0.2)  # replies from the new primary
                 # The end of the longest gap after the kill: a reply the dead primary wrote
                 # just before dying may still be read after it, so "the first reply after
@@ -107,14 +78,11 @@ def measure(failovers: int, *, lease_only: bool, progress: Any) -> list[float]:
                 standby_err = place / f"s{n + 1}.err"
                 standby = _start(home, standby_err, *standby_args)
                 procs.append(standby)
-                _wait_for(standby_err, " following ")
+                wait_for(standby_err, " following ")
                 progress.advance(task)
         finally:
             loop.stop()
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(30)
+            stop_all(procs)
         loop.check()
     return times
 

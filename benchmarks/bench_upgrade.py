@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._loop import CallingLoop
+from benchmarks._instances import CallingLoop, immortals, stop_all, wait_for
 from benchmarks._report import Column, render
-from benchmarks.bench_rpc import REPO
 
 APP = """
 from runtime import Immortal, rpc
@@ -41,25 +38,6 @@ class Counter(Immortal):  # round {n}
 """
 
 
-def _immortals(home: Path, *args: str, err: Path) -> subprocess.Popen[bytes]:
-    with open(err, "ab") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runtime", "--home", str(home), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            cwd=REPO,
-        )
-
-
-def _wait_for(path: Path, text: str, count: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or path.read_text().count(text) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: no {text!r} in {path} after {timeout:g} s")
-        time.sleep(0.01)
-
-
 def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
 
     with tempfile.TemporaryDirectory(prefix="immortals-upgrade-") as tmp:
@@ -67,8 +45,8 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
         home, err = place / "home", place / "instances.err"
         app = place / "app0.py"
         app.write_text(APP.format(n=0))
-        procs = [_immortals(home, "run", f"{app}:Counter", "--name", "counter", err=err)]
-        _wait_for(err, " serving on ", 1)
+        procs = [immortals(home, "run", f"{app}:Counter", "--name", "counter", err=err)]
+        wait_for(err, " serving on ", 1)
         loop = CallingLoop(home, "counter")
         loop.start()
         replies = loop.replies
@@ -79,11 +57,11 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
                 app = place / f"app{n}.py"
                 app.write_text(APP.format(n=n))
                 began = time.monotonic()
-                taker = _immortals(
+                taker = immortals(
                     home, "upgrade", "live", "counter", "--app", f"{app}:Counter", err=err
                 )
                 procs.append(taker)
-                _wait_for(err, " serving on ", n + 1)
+                wait_for(err, " serving on ", n + 1)
                 time.sleep(0.3)  # replies after the takeover
                 window = [t for t, _ in replies if t >= began - 0.05]
                 gaps = [b - a for a, b in itertools.pairwise(window)]
@@ -91,10 +69,7 @@ def run(upgrades: int, out_dir: Path) -> list[dict[str, Any]]:
                 print(f"upgrade {n}: longest gap {rows[-1]['pause_ms']:.0f} ms", file=sys.stderr)
         finally:
             loop.stop()
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(30)
+            stop_all(procs)
         count = loop.check()
     pauses = [r["pause_ms"] for r in rows if r["pause_ms"] is not None]
     p50 = statistics.median(pauses)
