@@ -71,6 +71,20 @@ class Instance:
             time.sleep(0.01)
         raise AssertionError(f"{self.name} did not start within {timeout} s")
 
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """Block until a line of this instance's stderr holds ``text`` (a standby following,
+        a takeover serving); that line. Fails if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.stderr if text in line]
+            if found:
+                return found[0]
+            assert self.proc is not None and self.proc.poll() is None, self.stderr[-5:]
+            assert time.monotonic() < deadline, (
+                f"no {text!r} within {timeout} s: {self.stderr[-3:]}"
+            )
+            time.sleep(0.005)
+
     def kill(self) -> None:
         """SIGKILL, and wait until the process is gone."""
         assert self.proc is not None

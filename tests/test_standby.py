@@ -17,19 +17,12 @@ def _standby(cluster: Cluster, name: str = "server") -> Instance:
     """Start a standby of ``name`` and wait until it follows the log."""
     standby = cluster.add(COUNTER, name, "--standby", label=f"{name}-{len(cluster.instances)}")
     standby.start(wait=False)
-    deadline = time.monotonic() + 30
-    while not any(" following " in line for line in standby.stderr):
-        assert standby.proc is not None and standby.proc.poll() is None, standby.stderr
-        assert time.monotonic() < deadline, "the standby did not start following"
-        time.sleep(0.01)
+    standby.wait_for_line(" following ")
     return standby
 
 
 def _wait_serving(instance: Instance, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(" serving on " in line for line in instance.stderr):
-        assert time.monotonic() < deadline, f"no takeover: {instance.stderr[-3:]}"
-        time.sleep(0.005)
+    instance.wait_for_line(" serving on ", timeout)
 
 
 def test_a_thousand_calls_across_three_primaries_killed_give_exactly_one_to_a_thousand(

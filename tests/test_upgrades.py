@@ -530,8 +530,7 @@ def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
     try:
         _start(old, V1)
         standby.start(wait=False)
-        while not any(" following " in line for line in standby.stderr):
-            time.sleep(0.01)
+        standby.wait_for_line(" following ")
         caller = threading.Thread(target=_call_in_a_loop, args=(home, 1500, out))
         caller.start()
         time.sleep(0.3)
@@ -544,10 +543,7 @@ def test_a_live_upgrade_with_a_standby_running_is_not_taken_by_the_standby(
         assert standby.proc is not None and standby.proc.poll() is None
         taker.kill()  # SIGKILL: the standby takes over, with the log's newest code
         taker.wait(10)
-        deadline = time.monotonic() + 30
-        while not any(" serving on " in line for line in standby.stderr):
-            assert time.monotonic() < deadline, standby.stderr[-3:]
-            time.sleep(0.01)
+        standby.wait_for_line(" serving on ")
         assert _calls(home, "inc", 1) == [1501]
         assert _calls(home, "double", 1) == [3002]  # V2's method, from the stored code
     finally:
@@ -563,7 +559,6 @@ def test_a_standby_whose_code_would_be_refused_takes_over_with_the_logs_code(
     """A failover must not leave the instance without a primary: a standby started with code
     the upgrade check refuses (a state shape changed without a migration) serves the code the
     log ran last, and says why."""
-    import time
 
     home, app = tmp_path / "home", tmp_path / "app.py"
     renamed = tmp_path / "renamed.py"
@@ -575,13 +570,9 @@ def test_a_standby_whose_code_would_be_refused_takes_over_with_the_logs_code(
         _start(primary, V1)
         standby.start(wait=False)
         assert _calls(home, "inc", 3) == [1, 2, 3]
-        while not any(" following " in line for line in standby.stderr):
-            time.sleep(0.01)
+        standby.wait_for_line(" following ")
         primary.kill()
-        deadline = time.monotonic() + 30
-        while not any(" serving on " in line for line in standby.stderr):
-            assert time.monotonic() < deadline, standby.stderr[-3:]
-            time.sleep(0.01)
+        standby.wait_for_line(" serving on ")
         assert _calls(home, "inc", 1) == [4]  # V1's count went on
         assert any("refused" in ln and "serving the log's code" in ln for ln in standby.stderr)
     finally:
