@@ -77,9 +77,12 @@ class Coverage:
 class LogIndex:
     """Frames by LSN and by time, plus the ``covered`` mark, for one log directory."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, private: bool = False) -> None:
+        """``private``: use a private copy even where the log's own index may be written (a
+        follower of a log whose writer may be paused inside a write of it, holding lmdb's
+        writer lock: opening the shared index for writing would wait for it forever)."""
         self._source = log_dir / INDEX_DIR
-        self.read_only = not may_write(self._source)
+        self.read_only = private or not may_write(self._source)
         """Whether the log's own index cannot be written, so a private copy is used instead."""
         self._path = _acquire_shadow(self._source) if self.read_only else self._source
         try:

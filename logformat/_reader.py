@@ -84,10 +84,12 @@ class LogStats:
 class LogReader:
     """Random and sequential access to one log directory."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, private_index: bool = False) -> None:
+        """``private_index``: catch up a private copy of the index, never the log's own (see
+        ``LogIndex``): what a standby following a live writer uses."""
         self.path = Path(path)
         self.meta: LogMeta = read_meta(self.path)
-        self._index = LogIndex(self.path)
+        self._index = LogIndex(self.path, private=private_index)
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._frames: OrderedDict[int, tuple[FrameLoc, list[Any]]] = OrderedDict()
         self._raw: OrderedDict[int, bytes] = OrderedDict()

@@ -546,7 +546,7 @@ class Node:
         granted = asyncio.Event()
         loop = asyncio.get_running_loop()
         waiter: LockWaiter | None = None
-        reader = LogReader(log_dir)
+        reader = LogReader(log_dir, private_index=True)  # the primary may pause mid-write
         registry = self.home.registry
         try:
             if not self._warm:  # a standby that lost a race for the role is warm already
