@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from logformat import LogReader, pack_value, unpack_value
+from logformat import LogReader, Record, pack_value, unpack_value
 from runtime._api import Immortal
 from runtime._apps import LoadedApp, load_app
-from runtime._codestore import CodeBundle, declared_version
+from runtime._codestore import CodeBundle, ModuleCompiler, declared_version
 from runtime._errors import AppLoadError, CheckpointFormatError, ImmortalsError, NondeterminismError
 from runtime._executor import app_state
 from runtime._home import DEFAULT_HOME, resolve_log
@@ -169,7 +169,9 @@ class Replayer:
     ``path/file.py:Class`` or ``module:Class``; by default the app named in the log's metadata.
     Snapshots are taken every ``snapshot_every`` steps passed and kept in memory up to
     ``cache_bytes``; with ``spill=True`` they are also written beside the log's index, where
-    the next replayer of the same log and code finds them.
+    the next replayer of the same log and code finds them. ``compile_module`` compiles the
+    app's sources instead of plain ``compile`` (the logpoint pass inserts its evaluations so);
+    the code versions are still the log's, so do not spill snapshots of such a replay.
 
     Raises ``AppLoadError`` when the app cannot be imported, ``NotALogError`` or
     ``CorruptLogError`` for a missing or damaged log. Stepping through history raises
@@ -187,16 +189,22 @@ class Replayer:
         cache_bytes: int = 256 << 20,
         spill: bool = False,
         allow_pickle: bool = False,
+        compile_module: ModuleCompiler | None = None,
     ) -> None:
         self.log_dir = open_log_dir(source, home)
         self.reader = LogReader(self.log_dir)
         meta = self.reader.meta
         if app is not None:  # this code for the whole history
             self.app = load_app(app)
-            self.code = CodeBook(self.log_dir, meta, forced=self.app.cls)
+            self.code = CodeBook(
+                self.log_dir, meta, forced=self.app.cls, compile_module=compile_module
+            )
         else:  # each step with the code that ran it, from the log's code store
             self.code = CodeBook(
-                self.log_dir, meta, at_hand=lambda: resolve_app(meta.app, self.log_dir).cls
+                self.log_dir,
+                meta,
+                at_hand=lambda: resolve_app(meta.app, self.log_dir).cls,
+                compile_module=compile_module,
             )
             self.code.load_all()
             latest = self.code.app_for(meta.code_version)
@@ -280,6 +288,17 @@ class Replayer:
             changes = diff_states(before, after) if diff else []
             before = after
             yield self._step(record.lsn, record.wall_ns, record.value, produced, changes)
+
+    def executed(
+        self, from_lsn: int | None = None, to_lsn: int | None = None
+    ) -> Generator[tuple[Record, dict[str, Any]], None, None]:
+        """Re-execute ``from_lsn..to_lsn``, yielding each step's log record and the record its
+        re-execution produced, nothing else: no :class:`Step`, no state copied. The fastest way
+        through history (the logpoint pass rides on it); the caller may stop at any step."""
+        start, end = self._range(from_lsn, to_lsn)
+        self._seek(start - 1)
+        for record in self.reader.records(start, end):
+            yield record, self._execute(record.value, record.lsn)
 
     def step(self, lsn: int) -> Step:
         """Re-execute step ``lsn`` alone (from the state just before it)."""

@@ -28,6 +28,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
+import itertools
 import linecache
 import sys
 import sysconfig
@@ -35,7 +36,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from logformat import pack_value, unpack_value
 
@@ -79,19 +80,8 @@ def bundle_app(cls: type[Immortal], spec: str) -> CodeBundle:
         raise AppLoadError(f"{spec}: the module of {cls.__qualname__} is not imported")
     root = _project_root(main)
     modules = _local_modules(main, root)
-    entries = [
-        {
-            "name": module.__name__,
-            "path": _relative(Path(module.__file__ or ""), root),
-            "source": _source(module),
-            "package": hasattr(module, "__path__"),
-        }
-        for module in modules
-    ]
-    # Paths relative to the project, not module names: a file app's module name comes from
-    # its absolute path, and the same code must have the same version on any host.
-    identity = [cls.__qualname__, [[e["path"], e["source"]] for e in entries]]
-    version = "sha256:" + hashlib.sha256(pack_value(identity)).hexdigest()[:16]
+    entries = _entries(modules, root)
+    version = _version_of(cls, entries)
     declared = declared_version(cls)
 
     @functools.cache
@@ -123,12 +113,64 @@ def bundle_summary(blob: bytes) -> dict[str, Any]:
     }
 
 
-def load_bundle(version: str, blob: bytes, *, where: str) -> tuple[type[Immortal], str]:
-    """The app class a bundle holds, and the spec it was started as (AppLoadError if not)."""
+class ModuleCompiler(Protocol):
+    """How a loaded bundle's module is compiled (the default is plain ``compile``).
+
+    ``version`` is the code version whose steps the module will re-execute, ``path`` its path
+    in the bundle;
+    ``namespace`` is the module's dictionary before its code runs, for names the compiled code
+    refers to. The logpoint pass compiles copies with evaluations inserted at given lines."""
+
+    def __call__(
+        self, source: str, filename: str, *, version: str, path: str, namespace: dict[str, Any]
+    ) -> types.CodeType: ...
+
+
+def load_bundle(
+    version: str, blob: bytes, *, where: str, compile_module: ModuleCompiler | None = None
+) -> tuple[type[Immortal], str]:
+    """The app class a bundle holds, and the spec it was started as (AppLoadError if not).
+
+    With ``compile_module``, the modules are compiled through it: a variant of the code kept
+    apart (under private names of its own) from the plain load of the same version."""
     data = _read(blob, where=where)
+    hook = None if compile_module is None else (compile_module, version)
+    return _load(version, data, where=where, compile_module=hook), str(data.get("app", ""))
+
+
+def recompile(cls: type[Immortal], serves: str, compile_module: ModuleCompiler) -> type[Immortal]:
+    """An imported app's class again, its modules' sources (as on disk now) compiled through
+    ``compile_module``, to re-execute the steps of code version ``serves`` (what the compiler
+    is told; file names carry the code's own version, so the recorded lines of ``serves`` in
+    ``linecache`` stay as they were). What a bundle of the code at hand would load as, without
+    packing one (finding package versions costs a third of a second)."""
+    main = sys.modules.get(cls.__module__)
+    if main is None:
+        raise AppLoadError(f"the module of {cls.__qualname__} is not imported")
+    root = _project_root(main)
+    entries = _entries(_local_modules(main, root), root)
+    data = {"module": main.__name__, "class": cls.__qualname__, "modules": entries}
+    version = _version_of(cls, entries)
+    return _load(version, data, where=str(main.__file__), compile_module=(compile_module, serves))
+
+
+_variants = itertools.count(1)
+
+
+def _load(
+    version: str,
+    data: dict[str, Any],
+    *,
+    where: str,
+    compile_module: tuple[ModuleCompiler, str] | None,
+) -> type[Immortal]:
+    """Execute a bundle's modules (``data``) beside everything else; its app class.
+    ``compile_module`` is a compiler and the version it is told the modules serve."""
     entries: dict[str, dict[str, Any]] = {m["name"]: m for m in data["modules"]}
     private = "immortals_code_" + version.replace(":", "_")
-    finder = _BundleFinder(version, entries)
+    if compile_module is not None:  # a variant: the plain load keeps its own names
+        private += f"_variant{next(_variants)}"
+    finder = _BundleFinder(version, entries, compile_module)
     hidden = {name: sys.modules.pop(name) for name in entries if name in sys.modules}
     sys.meta_path.insert(0, finder)
     try:
@@ -151,7 +193,7 @@ def load_bundle(version: str, blob: bytes, *, where: str) -> tuple[type[Immortal
         cls = getattr(cls, part, None)  # type: ignore[assignment]
     if not (isinstance(cls, type) and issubclass(cls, Immortal)):
         raise AppLoadError(f"{where}: the recorded code of {version} has no app {data['class']}")
-    return cls, str(data.get("app", ""))
+    return cls
 
 
 # -- what a bundle holds ---------------------------------------------------------------------------
@@ -202,6 +244,26 @@ def _local_modules(main: types.ModuleType, root: Path) -> list[types.ModuleType]
         if parent and parent in sys.modules and _is_local(sys.modules[parent], root):
             todo.append(sys.modules[parent])
     return [found[name] for name in sorted(found, key=lambda n: (n != main.__name__, n))]
+
+
+def _version_of(cls: type, entries: list[dict[str, Any]]) -> str:
+    # Paths relative to the project, not module names: a file app's module name comes from
+    # its absolute path, and the same code must have the same version on any host.
+    identity = [cls.__qualname__, [[e["path"], e["source"]] for e in entries]]
+    return "sha256:" + hashlib.sha256(pack_value(identity)).hexdigest()[:16]
+
+
+def _entries(modules: list[types.ModuleType], root: Path) -> list[dict[str, Any]]:
+    """A bundle's ``modules`` list: each module's name, path in the project and source."""
+    return [
+        {
+            "name": module.__name__,
+            "path": _relative(Path(module.__file__ or ""), root),
+            "source": _source(module),
+            "package": hasattr(module, "__path__"),
+        }
+        for module in modules
+    ]
 
 
 def _package_versions(main: types.ModuleType, root: Path) -> dict[str, str]:
@@ -263,9 +325,15 @@ def code_filename(version: str, path: str) -> str:
 class _BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds a bundle's modules by their original names, while the bundle is being loaded."""
 
-    def __init__(self, version: str, entries: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        version: str,
+        entries: dict[str, dict[str, Any]],
+        compile_module: tuple[ModuleCompiler, str] | None = None,
+    ) -> None:
         self.version = version
         self.entries = entries
+        self.compile_module = compile_module
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
@@ -286,7 +354,13 @@ class _BundleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__file__ = filename
         if entry["package"]:
             module.__path__ = []
-        exec(compile(source, filename, "exec"), module.__dict__)  # the app's own recorded code
+        if self.compile_module is None:
+            code = compile(source, filename, "exec")
+        else:
+            compiler, serves = self.compile_module
+            path = entry["path"] or module.__name__
+            code = compiler(source, filename, version=serves, path=path, namespace=module.__dict__)
+        exec(code, module.__dict__)  # the app's own recorded code
 
 
 def _rename(module: types.ModuleType, old: str, new: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from logformat import CodeStoreError, LogMeta, code_path, load_code, store_code
 
 from ._api import Immortal
-from ._codestore import CodeBundle, declared_version, load_bundle
+from ._codestore import CodeBundle, ModuleCompiler, declared_version, load_bundle, recompile
 from ._errors import AppLoadError, UpgradeError
 
 
@@ -36,7 +36,9 @@ class CodeBook:
 
     ``at_hand`` gives the code to fall back on for a version the log does not keep (called
     only then); ``forced`` replaces every version's code (``replay --app``: what would this
-    code have done over the whole history?)."""
+    code have done over the whole history?). ``compile_module`` compiles every version's
+    sources (the forced code and the code at hand too) instead of plain ``compile``: the
+    logpoint pass inserts its evaluations so."""
 
     def __init__(
         self,
@@ -45,12 +47,14 @@ class CodeBook:
         *,
         at_hand: Callable[[], type[Immortal]] | None = None,
         forced: type[Immortal] | None = None,
+        compile_module: ModuleCompiler | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.meta = meta
         self.fallbacks: list[str] = []
         self._at_hand = at_hand
         self._forced = forced
+        self._compile = compile_module
         self._classes: dict[str, type[Immortal]] = {}
 
     @property
@@ -71,10 +75,14 @@ class CodeBook:
 
     def app_for(self, version: str) -> type[Immortal]:
         """The app class of ``version``: the recorded code, else the code at hand (noted)."""
-        if self._forced is not None:
+        if self._forced is not None and self._compile is None:
             return self._forced
         cls = self._classes.get(version)
         if cls is not None:
+            return cls
+        if self._forced is not None:
+            assert self._compile is not None
+            cls = self._classes[version] = recompile(self._forced, version, self._compile)
             return cls
         try:
             blob = load_code(self.log_dir, version)
@@ -83,9 +91,12 @@ class CodeBook:
         else:
             why = "the log does not keep its code (written before code was kept)"
         if blob is not None:
-            cls, _spec = load_bundle(version, blob, where=str(self.log_dir))
+            where = str(self.log_dir)
+            cls, _spec = load_bundle(version, blob, where=where, compile_module=self._compile)
         elif self._at_hand is not None:
             cls = self._at_hand()
+            if self._compile is not None:
+                cls = recompile(cls, version, self._compile)
             self.fallbacks.append(f"{version}: {why}; re-executing with the code at hand")
         else:
             raise AppLoadError(
