@@ -3,7 +3,9 @@
 Text output is one line per step (what came in, what went out, how state changed), then the
 final state; ``--json`` prints one JSON object per step instead, for scripts. ``--verify`` prints
 only the steps the code no longer reproduces and exits 1 when there is any. ``--state-at N``
-prints the state after step N as JSON.
+prints the state after step N as JSON. ``--logpoint FILE:LINE:EXPR`` (repeatable) prints the
+expression's value at every time that line ran, as if a print had been there, one line per hit
+(``--json``: one object per hit); nothing is written and the app's files are not changed.
 
 The ``immortals`` command finds this module through the ``immortals.commands`` entry point group
 (pyproject.toml): the runtime below never imports it.
@@ -18,9 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from runtime._cli_text import json_value
+from runtime._cli_text import iso_time, json_value
 
 from ._diff import Change, format_path
+from ._logpoint import Hit, Logpoint, LogpointError, LogpointRun
 from ._replayer import Replayer, Step, VerifyReport
 
 _SHORT = 60
@@ -41,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per step")
     p.add_argument("--state-at", type=_lsn, metavar="LSN", help="print the state after LSN")
     p.add_argument("--allow-pickle", action="store_true", help="load pickled checkpoints")
+    p.add_argument(
+        "--logpoint",
+        action="append",
+        metavar="FILE:LINE:EXPR",
+        help="print EXPR each time LINE of FILE ran, as a print added there would (repeatable)",
+    )
     p.set_defaults(handler=replay_command)
 
 
@@ -55,6 +64,8 @@ def _lsn(text: str) -> int:
 
 
 def replay_command(args: argparse.Namespace) -> int:
+    if args.logpoint:
+        return _logpoints(args)
     with Replayer(args.path, app=args.app, home=args.home, allow_pickle=args.allow_pickle) as r:
         if args.state_at is not None:
             print(_dumps(r.state_at(args.state_at), indent=2))
@@ -81,6 +92,47 @@ def _verify(r: Replayer, first: int, last: int, *, as_json: bool) -> int:
     else:
         print("\n".join(verify_lines(report, r.app.spec)))
     return 0 if report.ok else 1
+
+
+def _logpoints(args: argparse.Namespace) -> int:
+    if args.verify or args.state_at is not None:
+        raise LogpointError("--logpoint is a replay of its own: leave out --verify and --state-at")
+    with LogpointRun(
+        args.path,
+        args.logpoint,
+        app=args.app,
+        home=args.home,
+        from_lsn=args.from_lsn,
+        to_lsn=args.to_lsn,
+        allow_pickle=args.allow_pickle,
+    ) as run:
+        for note in run.notes:
+            print(f"immortals: note: {note}", file=sys.stderr)
+        points = run.logpoints
+        with _progress(run.first_lsn, run.last_lsn) as advance:
+            for hit in run.hits(progress=lambda done, _total: advance(run.first_lsn + done - 1)):
+                point = points[hit.logpoint]
+                if args.json:
+                    print(_dumps(hit_json(hit, point)))
+                else:
+                    print(hit_line(hit, point))
+    return 0
+
+
+def hit_line(hit: Hit, point: Logpoint) -> str:
+    """One hit as a line: ``    12  2026-12-01T17:51:55.123+00:00  counter.py:16  self.count = 8``."""
+    when = iso_time(hit.wall_ns) or "-"
+    return f"{hit.lsn:>6}  {when}  {point.file}:{point.line}  {point.expression} = {hit.text}"
+
+
+def hit_json(hit: Hit, point: Logpoint) -> dict[str, Any]:
+    return {
+        **hit.to_json(),
+        "time": iso_time(hit.wall_ns, timespec="microseconds"),
+        "file": point.file,
+        "line": point.line,
+        "expression": point.expression,
+    }
 
 
 def verify_lines(report: VerifyReport, app: str) -> list[str]:

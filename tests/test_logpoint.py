@@ -8,6 +8,7 @@ same calls, and its printed lines must be exactly the logpoint's values, step by
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from replayer import Replayer
 from replayer._logpoint import Hit, Logpoint, LogpointError, LogpointRun, by_step
 from runtime import connect
-from tests._instances import Cluster, Instance
+from tests._instances import Cluster, Instance, run_cli
 from tests.replaylog import Recorder
 
 TALLY = """\
@@ -306,3 +307,46 @@ def test_progress_is_reported_and_a_run_can_be_cancelled(counted: Path) -> None:
             if hit.lsn == 3:
                 run.cancel()
         assert run.cancelled and [h.lsn for h in got] == [2, 3]
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_replay_logpoint_prints_one_line_per_hit_and_json_on_request(counted: Path) -> None:
+    home = counted.parent / "home"
+    shown = run_cli("replay", str(counted), "--logpoint", "counter.py:16:self.count * 2", home=home)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["2", "3", "4", "5", "6", "7"]
+    assert lines[2].endswith("  counter.py:16  self.count * 2 = 4")
+    assert "Traceback" not in shown.stderr and "replaying" not in shown.stderr  # no bar: piped
+    two = ["--logpoint", "counter.py:16 self.count", "--logpoint", "counter.py:17:1/0"]
+    as_json = run_cli("replay", str(counted), *two, "--json", "--from", "4", "--to", "5", home=home)
+    assert as_json.returncode == 0, as_json.stderr
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["lsn"], r["line"], r["value"], r["error"]) for r in rows] == [
+        (4, 16, 2, None),
+        (4, 17, None, "ZeroDivisionError: division by zero"),
+        (5, 16, 3, None),
+        (5, 17, None, "ZeroDivisionError: division by zero"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--logpoint", "counter.py"], "is not FILE:LINE:EXPR"),
+        (["--logpoint", "elsewhere.py:16:1"], "is not a file of the app (its files: counter.py)"),
+        (["--logpoint", "counter.py:13:1"], "line 13 has no code"),
+        (["--logpoint", "counter.py:16:self.count +"], "is not valid Python"),
+        (["--logpoint", "counter.py:16:1", "--verify"], "leave out --verify"),
+        (["--logpoint", "counter.py:16:1", "--to", "99"], "are not a range of the log"),
+    ],
+)
+def test_replay_logpoint_bad_input_is_one_line_and_exit_2(
+    counted: Path, args: list[str], message: str
+) -> None:
+    done = run_cli("replay", str(counted), *args, home=counted.parent / "home")
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("immortals: error:")]
+    assert done.returncode == 2 and len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
