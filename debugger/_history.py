@@ -362,6 +362,34 @@ class History:
         with self.replay_lock, self._noting_damage():
             return replayer.state_at(lsn)
 
+    def state_and_changes(
+        self, lsn: int, *, against: int | None = None
+    ) -> tuple[Any, list[Change]]:
+        """The state after step ``lsn`` and what changed: made by that step, or (``against``)
+        since step ``against``. Before the first step (``lsn`` below it) the state is None.
+
+        The merged view shows every instance at a cut this way, so each is diffable alone.
+        """
+        replayer = self._require_replayer()
+        with self.replay_lock, self._noting_damage():
+            if self.indexing:
+                replayer.cache.rescan()
+            if lsn < self.first_lsn:
+                state, changes = None, []
+            else:
+                changes = replayer.step(lsn).state_diff
+                state = replayer.current_state()
+            if against is not None and against != lsn:
+                before = replayer.state_at(against) if against >= self.first_lsn else None
+                changes = diff_states(before, state)
+        return state, changes
+
+    def record(self, lsn: int) -> dict[str, Any]:
+        """The step record of ``lsn`` as logged (decoded, not re-executed)."""
+        with self._rows_lock, self._noting_damage():
+            value: dict[str, Any] = self.reader.read(lsn).value
+        return value
+
     def find(
         self,
         breakpoints: list[Breakpoint],
