@@ -50,7 +50,7 @@ from ._errors import (
 from ._fence import Fence, FenceCorruptError, FenceEntry, claim, read_fence
 from ._frame import Frame, FrameDecoder, FrameEncoder, FrameHeader, decode_frame
 from ._lmdbenv import acquire_env, release_env
-from ._meta import CodeVersion, LogMeta, read_meta
+from ._meta import CodeVersion, LogMeta, fsync_dir, read_meta, replace_file
 from ._reader import LogReader, LogStats, Record
 from ._segment import Damage
 from ._values import pack_value, unpack_value
@@ -109,12 +109,14 @@ __all__ = [
     "decode_checkpoint",
     "decode_frame",
     "encode_checkpoint",
+    "fsync_dir",
     "load_code",
     "pack_state",
     "pack_value",
     "read_fence",
     "read_meta",
     "release_env",
+    "replace_file",
     "seal_checkpoint",
     "store_code",
     "stored_versions",

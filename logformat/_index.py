@@ -20,6 +20,7 @@ index (a second implementation of this class to keep in step).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -33,7 +34,7 @@ from typing import Final
 import lmdb
 
 from ._frame import HEADER_SIZE
-from ._lmdbenv import acquire_env, open_dbs, release_env
+from ._lmdbenv import acquire_env, env_is_open, open_dbs, release_env
 
 INDEX_DIR: Final = "index"
 _MAP_SIZE: Final = 1 << 34  # address space only; the file grows as needed
@@ -356,6 +357,32 @@ def _copy_index(source: Path, into: Path) -> None:
             (into / name).unlink(missing_ok=True)
     finally:
         env.close()
+
+
+def replace_index(log_dir: Path, label: str) -> None:
+    """Give the log a fresh index directory, a copy of the current one, and set the old aside.
+
+    For a writer taking the log over from one that may be stopped (SIGSTOP past its lease)
+    inside a write transaction of the index: that process holds lmdb's writer mutex until it
+    dies, so opening the old index for writing would wait for it forever (the SIGSTOP tests
+    found the takeover hanging there). The copy is read without lmdb's locks, from the last
+    committed state, and is believed no more than any index: catch-up checks it against the
+    segments and drops what the fence made void. The old directory is removed; a stopped
+    process keeps its open files, so whatever it writes later lands in nothing anyone reads.
+    """
+    source = log_dir / INDEX_DIR
+    if env_is_open(source):
+        return  # this process's own writer or reader: it is not stopped, it is running this
+    fresh = log_dir / f"{INDEX_DIR}.new-{label}"
+    aside = log_dir / f"{INDEX_DIR}.void-{label}"
+    for leftover in (fresh, aside):  # a taker that crashed halfway
+        shutil.rmtree(leftover, ignore_errors=True)
+    fresh.mkdir()
+    _copy_index(source, fresh)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(source, aside)
+    os.rename(fresh, source)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _release_shadow(source: Path) -> None:

@@ -29,6 +29,12 @@ def acquire_env(path: Path, **options: Any) -> lmdb.Environment:
         return env
 
 
+def env_is_open(path: Path) -> bool:
+    """Whether this process has the environment at ``path`` open."""
+    with _lock:
+        return path.resolve() in _envs
+
+
 def release_env(path: Path) -> None:
     """Drop one reference; the environment closes when the last one goes."""
     key = path.resolve()

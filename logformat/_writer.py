@@ -49,7 +49,7 @@ from ._files import (
     sync_index_with_fence,
 )
 from ._frame import HEADER_SIZE, FrameEncoder
-from ._index import Coverage, FrameLoc, LogIndex
+from ._index import Coverage, FrameLoc, LogIndex, replace_index
 from ._meta import LogMeta, fsync_dir, read_meta, write_meta
 from ._segment import (
     SEGMENT_HEADER_SIZE,
@@ -204,6 +204,7 @@ class LogWriter:
                 raise LogError(
                     f"{log_dir}: a takeover with epoch {epoch} needs claim(path, {epoch}) first"
                 )
+            replace_index(log_dir, str(epoch))  # the old writer may be stopped inside a write
         if create is not None and not (log_dir / "meta.json").exists():
             log_dir.mkdir(parents=True, exist_ok=True)
             meta = dataclasses.replace(create, created_ns=create.created_ns or time.time_ns())

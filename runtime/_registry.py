@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,54 +27,11 @@ import msgpack
 from logformat import acquire_env, release_env
 
 from ._errors import RegistryError
+from ._registry_types import Damaged, InstanceRecord, Lease, StandbyRecord
+from ._role_files import ReportFiles, RoleFiles
 from ._schema import is_valid_name
 
-
-@dataclass(frozen=True, slots=True)
-class InstanceRecord:
-    """What the registry knows of one instance."""
-
-    name: str
-    host: str
-    port: int
-    epoch: int
-    log_dir: str
-    app: str
-    code_version: str
-    pid: int
-    started: float
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """The primary role of one instance: held by ``holder`` at ``epoch`` until ``expires``
-    (wall time, seconds) unless renewed. Only the holder at the current epoch may renew it."""
-
-    name: str
-    holder: str
-    epoch: int
-    expires: float
-
-    def live(self, now: float | None = None) -> bool:
-        return (time.time() if now is None else now) < self.expires
-
-
-@dataclass(frozen=True, slots=True)
-class StandbyRecord:
-    """What a standby of ``name`` reports: how far it has applied the log, and when."""
-
-    name: str
-    holder: str  # unique per standby process: "pid@host"
-    pid: int
-    applied_lsn: int  # the last step it applied
-    log_lsn: int  # the log's last durable step when it looked
-    lag_ms: float  # how long the oldest step it had not applied had been durable, then
-    seen: float  # wall time of this report
-    checkpoint_lsn: int  # the newest checkpoint it wrote (0: none)
+__all__ = ["EmbeddedRegistry", "InstanceRecord", "Lease", "Registry", "StandbyRecord"]
 
 
 class Registry(Protocol):
@@ -141,12 +98,20 @@ WATCH_POLL = 0.003  # seconds between two looks of the embedded backend's watch
 
 
 class EmbeddedRegistry:
-    """The registry in an lmdb environment at ``path`` (``HOME/registry``). Opens lazily."""
+    """The registry under ``path`` (``HOME/registry``). Opens lazily.
+
+    Records and reservations, written when an instance starts or hands over, are in an lmdb
+    environment there. The primary roles (epochs, leases) and standby reports, written several
+    times a second, are files under ``roles/`` and ``standbys/`` that no process locks, so a
+    process stopped in the middle of one of those writes blocks nobody (see ``_role_files``).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._env: lmdb.Environment | None = None
         self._dbs: dict[bytes, Any] = {}  # lmdb database handles by name, set by _open()
+        self._roles = RoleFiles(path / "roles", floor=self._lmdb_epoch)
+        self._reports = ReportFiles(path / "standbys")
 
     def _open(self) -> lmdb.Environment:
         """The registry's environment, its databases open and any old layout migrated.
@@ -230,57 +195,39 @@ class EmbeddedRegistry:
             return [_decode_record(value, _key_name(key)) for key, value in txn.cursor()]
 
     def epoch(self, name: str) -> int:
-        key = name.encode()
-        if not self.path.exists():
+        with self._guarded():
+            return self._roles.epoch(name)
+
+    def _lmdb_epoch(self, name: str) -> int:
+        """The counter a registry of the previous layout kept in lmdb (0 if none): the floor
+        of the epoch files (called inside ``_guarded``)."""
+        if not (self.path / "data.mdb").exists():
             return 0
-        with self._txn(EPOCHS_DB) as txn:
-            return _decode_epoch(txn.get(key), name)
+        env = self._open()
+        with env.begin(db=self._dbs[EPOCHS_DB]) as txn:
+            return _decode_epoch(txn.get(name.encode()), name)
 
     def compare_and_set_epoch(self, name: str, expected: int, new: int) -> bool:
         if new <= expected:
             raise ValueError(f"an epoch only grows: {expected} -> {new}")
-        key = name.encode()
-        with self._txn(EPOCHS_DB, write=True) as txn:
-            if _decode_epoch(txn.get(key), name) != expected:
-                return False
-            txn.put(key, str(new).encode())
-        return True
+        with self._guarded():
+            return self._roles.compare_and_set_epoch(name, expected, new)
 
     def take_primary(
         self, name: str, holder: str, *, expected_epoch: int, ttl: float, holder_dead: bool
     ) -> Lease | None:
-        key = name.encode()
-        now = time.time()
-        with self._txn(write=True) as txn:
-            if _decode_epoch(txn.get(key, db=self._db(EPOCHS_DB)), name) != expected_epoch:
-                return None
-            held = _decode_lease(txn.get(key, db=self._db(LEASES_DB)), name)
-            taken = held is not None and held.holder != holder and held.live(now)
-            if taken and not holder_dead:
-                return None
-            lease = Lease(name, holder, expected_epoch + 1, now + ttl)
-            txn.put(key, str(lease.epoch).encode(), db=self._db(EPOCHS_DB))
-            txn.put(key, msgpack.packb(asdict(lease)), db=self._db(LEASES_DB))
-        return lease
+        with self._guarded():
+            return self._roles.take_primary(
+                name, holder, expected_epoch=expected_epoch, ttl=ttl, holder_dead=holder_dead
+            )
 
     def renew(self, lease: Lease, ttl: float) -> Lease | None:
-        key = lease.name.encode()
-        with self._txn(write=True) as txn:
-            held = _decode_lease(txn.get(key, db=self._db(LEASES_DB)), lease.name)
-            epoch = _decode_epoch(txn.get(key, db=self._db(EPOCHS_DB)), lease.name)
-            if held is None or held.holder != lease.holder or held.epoch != lease.epoch:
-                return None
-            if epoch != lease.epoch:
-                return None
-            renewed = Lease(lease.name, lease.holder, lease.epoch, time.time() + ttl)
-            txn.put(key, msgpack.packb(asdict(renewed)), db=self._db(LEASES_DB))
-        return renewed
+        with self._guarded():
+            return self._roles.renew(lease, ttl)
 
     def lease(self, name: str) -> Lease | None:
-        if not self.path.exists():
-            return None
-        with self._txn(LEASES_DB) as txn:
-            return _decode_lease(txn.get(name.encode()), name)
+        with self._guarded():
+            return self._roles.lease(name)
 
     def reserve(self, name: str, holder: str, ttl: float) -> None:
         with self._txn(LEASES_DB, write=True) as txn:
@@ -312,29 +259,16 @@ class EmbeddedRegistry:
             await asyncio.sleep(min(WATCH_POLL, max(0.0, deadline - time.monotonic())))
 
     def report_standby(self, record: StandbyRecord) -> None:
-        with self._txn(STANDBYS_DB, write=True) as txn:
-            txn.put(_standby_key(record.name, record.holder), msgpack.packb(asdict(record)))
+        with self._guarded():
+            self._reports.report(record)
 
     def standbys(self, name: str, *, fresh_within: float) -> list[StandbyRecord]:
-        if not self.path.exists():
-            return []
-        prefix = name.encode() + b"/"
-        oldest = time.time() - fresh_within
-        found: list[StandbyRecord] = []
-        with self._txn(STANDBYS_DB) as txn:
-            cursor = txn.cursor()
-            if cursor.set_range(prefix):
-                for key, raw in cursor:
-                    if not bytes(key).startswith(prefix):
-                        break
-                    record = _decode_standby(bytes(raw), name)
-                    if record is not None and record.seen >= oldest:
-                        found.append(record)
-        return found
+        with self._guarded():
+            return self._reports.fresh(name, within=fresh_within)
 
     def drop_standby(self, name: str, holder: str) -> None:
-        with self._txn(STANDBYS_DB, write=True) as txn:
-            txn.delete(_standby_key(name, holder))
+        with self._guarded():
+            self._reports.drop(name, holder)
 
     def close(self) -> None:
         if self._env is not None:
@@ -347,8 +281,10 @@ class EmbeddedRegistry:
 # database) start with ':', which no valid instance name does.
 RECORDS_DB = b":records"
 EPOCHS_DB = b":epochs"
-LEASES_DB = b":leases"  # instance name -> the primary lease (holder, epoch, expires)
-STANDBYS_DB = b":standbys"  # name + b"/" + holder -> what that standby reports
+LEASES_DB = b":leases"  # name + b"/reserved" -> a handover's reservation
+# Earlier layouts kept the epoch counters, the leases and the standby reports here too; the
+# counters are still read, as the floor of the epoch files (``_lmdb_epoch``).
+STANDBYS_DB = b":standbys"
 _DATABASES = (RECORDS_DB, EPOCHS_DB, LEASES_DB, STANDBYS_DB)
 _OLD_EPOCH_PREFIX = b"epoch:"
 
@@ -406,8 +342,7 @@ _DAMAGE = (
 )
 
 
-class _Damaged(Exception):
-    """A stored value that does not decode (turned into RegistryError by ``_guarded``)."""
+_Damaged = Damaged
 
 
 class _NoSpace(Exception):
@@ -499,32 +434,6 @@ def _one_line(exc: BaseException) -> str:
 
 def _reserved_key(name: str) -> bytes:
     return name.encode() + b"/reserved"  # "/" is in no instance name
-
-
-def _standby_key(name: str, holder: str) -> bytes:
-    return name.encode() + b"/" + holder.encode()
-
-
-def _decode_lease(raw: bytes | None, name: str) -> Lease | None:
-    if raw is None:
-        return None
-    try:
-        data = msgpack.unpackb(bytes(raw))
-        lease = Lease(
-            str(data["name"]), str(data["holder"]), int(data["epoch"]), float(data["expires"])
-        )
-    except Exception as exc:
-        raise _Damaged(f"the lease of {name!r} does not decode ({_one_line(exc)})") from None
-    return lease
-
-
-def _decode_standby(raw: bytes, name: str) -> StandbyRecord | None:
-    """A standby's report; None if it does not decode (reports are advisory)."""
-    try:
-        data = msgpack.unpackb(raw)
-        return StandbyRecord(**{f: data[f] for f in StandbyRecord.__dataclass_fields__})
-    except Exception:
-        return None
 
 
 # errno values that mean "this user may not write there" (not a full disk, not damage)

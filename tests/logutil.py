@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from logformat import LogMeta, LogReader, LogWriter
+
+T = TypeVar("T")
 
 
 def new_meta() -> LogMeta:
@@ -55,3 +59,79 @@ def frame_offsets(path: Path) -> list[tuple[Path, int, int]]:
             out.append((seg, ref.offset, ref.header.frame_size))
         expected = result.next_lsn
     return out
+
+
+def _hold_writer_lock_stopped(path: str, max_dbs: int) -> None:
+    import os
+    import signal
+
+    import lmdb
+
+    env = lmdb.open(path, max_dbs=max_dbs)
+    with env.begin(write=True):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+@contextmanager
+def stopped_inside_lmdb_write(path: Path, *, max_dbs: int = 5) -> Iterator[int]:
+    """A process stopped (SIGSTOP) inside a write transaction of the lmdb environment at
+    ``path``, as a primary stopped at the worst moment: lmdb's writer mutex stays with it, and
+    any writer of that environment waits, until the process dies (killed on leaving). Yields
+    its pid once it is stopped."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    # spawn: a forked child would inherit this process's open environments, which py-lmdb
+    # refuses to open twice.
+    child = multiprocessing.get_context("spawn").Process(
+        target=_hold_writer_lock_stopped, args=(str(path), max_dbs)
+    )
+    child.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert child.pid is not None
+            with open(f"/proc/{child.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the child never stopped inside its transaction")
+        yield child.pid
+    finally:
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+
+
+def finishes_within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()``'s result, run on a thread; fails the test if it is still running after
+    ``seconds`` (a hang behind a lock must fail, not hang the suite)."""
+    import faulthandler
+    import threading
+
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    # A C call blocked with the GIL held (py-lmdb's open_db waiting for the writer mutex) would
+    # freeze this thread's join too: past the grace, faulthandler ends the run with every
+    # thread's stack, a loud failure instead of a suite that hangs.
+    faulthandler.dump_traceback_later(seconds + 30, exit=True)
+    try:
+        worker.start()
+        worker.join(seconds)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert not worker.is_alive(), f"still running after {seconds} s: blocked behind a lock"
+    if errors:
+        raise errors[0]
+    return out[0]

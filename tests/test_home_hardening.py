@@ -111,17 +111,16 @@ def test_epoch_counters_and_records_cannot_collide(home: Home) -> None:
     assert home.next_epoch("foo") == 2
     assert [r.name for r in home.instances()] == ["foo"]
     home.close()
-    # Records, epoch counters, leases and standbys live in named databases; the main one holds
-    # nothing else.
+    # Records and reservations live in named databases; the main one holds nothing else. The
+    # epoch of a name is a chain of ticket files of its own.
     with lmdb.open(str(home.path / "registry"), max_dbs=4) as env:
         with env.begin() as txn:
             names = sorted(key for key, _ in txn.cursor())
             assert names == [b":epochs", b":leases", b":records", b":standbys"]
         records = env.open_db(b":records")
-        epochs = env.open_db(b":epochs")
         with env.begin() as txn:
             assert [key for key, _ in txn.cursor(records)] == [b"foo"]
-            assert list(txn.cursor(epochs)) == [(b"foo", b"2")]
+    assert sorted(os.listdir(home.path / "registry" / "roles" / "foo")) == ["after-0", "after-1"]
 
 
 def _old_layout(path: Path, entries: dict[bytes, bytes]) -> None:
@@ -339,12 +338,29 @@ def test_a_key_that_is_not_utf8_is_damage(home: Home) -> None:
 
 
 def test_a_damaged_epoch_counter_stops_run_with_one_line(home: Home) -> None:
-    home.next_epoch("server")
+    """A counter of the earlier layout (in lmdb), read as the floor of the epoch files."""
+    home.register(_record("other"))  # creates the lmdb environment
     _put_raw(home, EPOCHS_DB, b"server", b"\x81\xa1a\x01")
     result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
     assert result.returncode == 2
     err = _one_error_line(result.stderr)
     assert DAMAGED in err and MOVE_ASIDE in err and "epoch counter of 'server'" in err
+
+
+def test_an_epoch_counter_of_the_earlier_layout_is_the_floor(home: Home) -> None:
+    home.register(_record("other"))
+    _put_raw(home, EPOCHS_DB, b"server", b"7")
+    assert Home(home.path).next_epoch("server") == 8
+
+
+@pytest.mark.parametrize("junk", [b"", b"\xc1", msgpack.packb([1]), msgpack.packb({"epoch": 0})])
+def test_a_damaged_epoch_ticket_stops_run_with_one_line(home: Home, junk: bytes) -> None:
+    home.next_epoch("server")
+    (home.path / "registry" / "roles" / "server" / "after-0").write_bytes(junk)
+    result = run_cli("run", COUNTER, "--name", "server", home=home.path, timeout=30)
+    assert result.returncode == 2
+    err = _one_error_line(result.stderr)
+    assert DAMAGED in err and MOVE_ASIDE in err and "epoch ticket after-0 of 'server'" in err
 
 
 @pytest.mark.parametrize("junk", [b"\x00" * 10, b"not an lmdb file" * 512], ids=["short", "long"])
@@ -395,13 +411,20 @@ class _FullDiskEnv:
 
 
 def test_a_full_disk_while_writing_is_one_line(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the epoch is a file: ENOSPC at its fsync
+        patch.setattr(os, "fsync", no_space)
+        with pytest.raises(RegistryError, match="no space left") as caught:
+            home.next_epoch("server")
+        assert str(home.path / "registry") in str(caught.value)
     monkeypatch.setattr(registry_module, "acquire_env", lambda path, **options: _FullDiskEnv())
     monkeypatch.setattr(registry_module, "release_env", lambda path: None)
-    for write in (lambda: home.next_epoch("server"), lambda: home.register(_record("server"))):
-        with pytest.raises(RegistryError, match="no space left") as caught:
-            write()
-        assert str(home.path / "registry") in str(caught.value)
-        assert "free space" in str(caught.value)
+    with pytest.raises(RegistryError, match="no space left") as caught:
+        home.register(_record("server"))
+    assert str(home.path / "registry") in str(caught.value)
+    assert "free space" in str(caught.value)
     home.close()  # while release_env is still the stand-in
 
 
@@ -411,7 +434,7 @@ def test_a_full_disk_at_open_is_one_line(home: Home, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(registry_module, "acquire_env", full)
     with pytest.raises(RegistryError, match="no space left"):
-        home.next_epoch("server")
+        home.register(_record("server"))
 
 
 @pytest.fixture

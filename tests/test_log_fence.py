@@ -42,7 +42,7 @@ from logformat import (
 from logformat._fence import BEGIN, CLAIM, ENTRY_SIZE, FenceEntry
 from logformat._segment import encode_segment_header, segment_name
 from tests import spec_reader
-from tests.logutil import new_meta, record
+from tests.logutil import finishes_within, new_meta, record, stopped_inside_lmdb_write
 
 ENCODER = FrameEncoder()
 
@@ -613,3 +613,25 @@ def test_a_claim_raises_the_metadata_version_so_older_readers_refuse_the_log(
     assert json.loads((log / "meta.json").read_text())["format_version"] == 2
     assert [p.name for p in log.iterdir() if p.name.endswith(".tmp")] == []
     assert log_contents(log) == [(1, 1, record(1))]
+
+
+def test_a_takeover_is_not_blocked_by_a_writer_stopped_inside_an_index_write(
+    tmp_path: Path,
+) -> None:
+    """The old primary, stopped (SIGSTOP) inside a write transaction of the log's lmdb index,
+    holds its writer mutex until it dies: the taker must not open that index for writing."""
+    log = tmp_path / "log"
+    a = LogWriter.open(log, create=new_meta(), epoch=1, sync=False)
+    a.append([record(i) for i in range(1, 4)])
+    a.close()
+    claim(log, 2)
+    with stopped_inside_lmdb_write(log / "index"):
+
+        def take_over_and_append() -> list[Any]:
+            with LogWriter.open(log, epoch=2, sync=False, take_over=True) as b:
+                b.append([record(4)])
+            with LogReader(log) as reader:
+                return [r.value for r in reader.records()]
+
+        assert finishes_within(10, take_over_and_append) == [record(i) for i in range(1, 5)]
+    assert sorted(p.name for p in log.iterdir() if p.name.startswith("index")) == ["index"]

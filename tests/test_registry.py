@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtime._registry import EmbeddedRegistry, InstanceRecord, Registry, StandbyRecord
+from tests.logutil import finishes_within, stopped_inside_lmdb_write
 
 
 @pytest.fixture
@@ -125,3 +126,30 @@ def test_a_reservation_names_its_holder_until_it_lapses_or_ends(registry: Regist
     registry.reserve("a", "taker@h", ttl=0.05)
     time.sleep(0.1)
     assert registry.reservation("a") is None  # lapsed
+
+
+
+def test_a_process_stopped_inside_a_registry_write_blocks_no_takeover(tmp_path: Path) -> None:
+    """The role and the reports are written several times a second: a stop landing in one of
+    those writes used to freeze every takeover under the home (lmdb's writer lock)."""
+    path = tmp_path / "registry"
+    backend = EmbeddedRegistry(path)
+    backend.register(_record("a", 1000))  # the lmdb environment exists
+    first = backend.take_primary("a", "p1", expected_epoch=0, ttl=0.05, holder_dead=False)
+    assert first is not None
+    time.sleep(0.1)  # p1's lease lapses
+
+    def role_and_reports() -> tuple[object, ...]:
+        second = backend.take_primary("a", "p2", expected_epoch=1, ttl=30, holder_dead=False)
+        assert second is not None
+        renewed = backend.renew(second, 30)
+        backend.report_standby(StandbyRecord("a", "9@h", 9, 1, 1, 0.0, time.time(), 0))
+        return renewed, backend.standbys("a", fresh_within=10), backend.epoch("a")
+
+    try:
+        with stopped_inside_lmdb_write(path, max_dbs=4):
+            renewed, reports, epoch = finishes_within(5, role_and_reports)
+        assert renewed is not None and epoch == 2
+        assert [s.holder for s in reports] == ["9@h"]  # type: ignore[attr-defined]
+    finally:
+        backend.close()
