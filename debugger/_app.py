@@ -128,6 +128,10 @@ class DebuggerApp(App[None]):
             self.history = History(source, app=app, home=home)
         except (ImmortalsError, LogError) as exc:
             self.open_error = str(exc)
+        self._init_session(index)
+
+    def _init_session(self, index: bool) -> None:
+        """What a session keeps besides its history (the merged view keeps the same)."""
         self.index = index
         self.view: StepView | None = None
         self.breakpoints: list[Breakpoint] = []
@@ -152,6 +156,11 @@ class DebuggerApp(App[None]):
         yield StatusLine(id="status")
 
     def on_mount(self) -> None:
+        self._start_session()
+
+    def _start_session(self) -> None:
+        """Show the first step and start the background work (the merged view has its own:
+        Textual calls every class's ``on_mount``, so subclasses override this instead)."""
         if self.history is None:
             self.push_screen(ErrorScreen(self.open_error or "unknown error"))
             return
@@ -198,8 +207,13 @@ class DebuggerApp(App[None]):
     def on_resize(self) -> None:
         self._check_size()
 
+    @property
+    def is_open(self) -> bool:
+        """Whether there is a history to show (else the error screen is up)."""
+        return self.history is not None
+
     def _check_size(self) -> None:
-        if self.history is None:
+        if not self.is_open:
             return
         small = self.size.width < MIN_WIDTH or self.size.height < MIN_HEIGHT
         notice = self.query_one("#too-small", Static)
@@ -214,11 +228,14 @@ class DebuggerApp(App[None]):
         self.post_message(DamageFound(text))  # from any thread: post_message is thread-safe
 
     def on_damage_found(self, message: DamageFound) -> None:
+        self._damage_shown(message.text)
+
+    def _damage_shown(self, text: str) -> None:
         assert self.history is not None
         self.timeline.update_size()
         if self.timeline.cursor > self.history.last_lsn and self.history.count:
             self.timeline.go(self.history.last_lsn)
-        self.notify(message.text, severity="error", timeout=10)
+        self.notify(text, severity="error", timeout=10)
         self._update_status()
 
     def on_timeline_rows_loaded(self) -> None:
@@ -649,5 +666,8 @@ class DebuggerApp(App[None]):
         ]
 
     def on_unmount(self) -> None:
+        self._close_session()
+
+    def _close_session(self) -> None:
         if self.history is not None:
             self.history.close()

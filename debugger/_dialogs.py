@@ -82,14 +82,28 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "close", "close"),
     ]
 
+    def __init__(
+        self,
+        extra_keys: list[tuple[str, str]] | None = None,
+        extra_marks: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """``extra_keys`` and ``extra_marks``: those of the merged view, listed first."""
+        super().__init__()
+        self.extra_keys = extra_keys or []
+        self.extra_marks = extra_marks or []
+
     def compose(self) -> ComposeResult:
         table = Table(title="immortals debug: keys", show_header=False, expand=True)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
+        if self.extra_keys:
+            for key, what in self.extra_keys:
+                table.add_row(key, what)
+            table.add_section()
         for key, what in KEYS:
             table.add_row(key, what)
         table.add_section()
-        for mark, what in MARKS:
+        for mark, what in self.extra_marks + MARKS:
             table.add_row(f"{mark} in the timeline", what)
         yield Static(table)
 

@@ -6,7 +6,8 @@ toggle lists the changes themselves, against the previous step or against the ma
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from rich.text import Text
 from textual.widgets import Tree
@@ -18,6 +19,23 @@ _CHANGED = "bold #e5c07b"
 _ADDED = "bold #98c379"
 _REMOVED = "bold #e06c75"
 _MAX_CHILDREN = 200  # a huge list shows its first items and a count
+
+
+class InstanceAtCut(Protocol):
+    """One instance at a consistent cut (``debugger._merged.CutState`` is one)."""
+
+    @property
+    def instance(self) -> str: ...
+    @property
+    def lsn(self) -> int: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def changes(self) -> Sequence[Change]: ...
+    @property
+    def selected(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
 
 
 class StateView(Tree[Any]):
@@ -58,16 +76,47 @@ class StateView(Tree[Any]):
         self.clear()
         self.root.set_label(Text(f"{len(changes)} change(s)", style="bold"))
         for change in changes:
-            where = format_path(change.path)
-            if change.kind == "added":
-                label = Text.assemble(("+ ", _ADDED), f"{where} = {_brief(change.new)}")
-            elif change.kind == "removed":
-                label = Text.assemble(("- ", _REMOVED), f"{where} (was {_brief(change.old)})")
-            else:
-                label = Text.assemble(
-                    ("~ ", _CHANGED), f"{where}: {_brief(change.old)} → {_brief(change.new)}"
-                )
-            self.root.add_leaf(label)
+            self.root.add_leaf(_change_label(change))
+        self.root.expand()
+
+    def show_cut(
+        self,
+        states: Sequence[InstanceAtCut],
+        *,
+        title: str,
+        diff: bool,
+        colours: dict[str, str],
+    ) -> None:
+        """Every instance at a consistent cut, one branch each (in its colour): its state with
+        what changed highlighted, or (``diff``) only the changes."""
+        self.border_title = title
+        self.clear()
+        self.root.set_label(Text(title, style="bold"))
+        for cut in states:
+            where = (
+                f"after step {cut.lsn}"
+                if cut.lsn
+                else "before its first step (nothing of it happened before)"
+            )
+            label = Text.assemble(
+                (cut.instance, f"bold {colours.get(cut.instance, '')}"),
+                " (selected) " if cut.selected else " ",
+                where,
+            )
+            branch = self.root.add(label, expand=True)
+            if cut.error is not None:
+                branch.add_leaf(Text(cut.error, style="italic"))
+                continue
+            if diff:
+                branch.set_label(label + Text(f": {len(cut.changes)} change(s)"))
+                for change in cut.changes:
+                    branch.add_leaf(_change_label(change))
+                continue
+            changed: dict[tuple[Any, ...], str] = {c.path: c.kind for c in cut.changes}
+            open_paths = {c.path[:i] for c in cut.changes for i in range(len(c.path))}
+            if cut.state is None or (isinstance(cut.state, dict | list) and not cut.state):
+                branch.add_leaf(Text("not started" if cut.state is None else "empty"))
+            self._fill(branch, cut.state, (), changed, open_paths)
         self.root.expand()
 
     def show_message(self, message: str) -> None:
@@ -104,6 +153,15 @@ class StateView(Tree[Any]):
                 node.add_leaf(Text.assemble((f"{name}", style or "bold"), f" = {_brief(child)}"))
         if len(items) > _MAX_CHILDREN:
             node.add_leaf(Text(f"… {len(items) - _MAX_CHILDREN} more", style="italic"))
+
+
+def _change_label(change: Change) -> Text:
+    where = format_path(change.path)
+    if change.kind == "added":
+        return Text.assemble(("+ ", _ADDED), f"{where} = {_brief(change.new)}")
+    if change.kind == "removed":
+        return Text.assemble(("- ", _REMOVED), f"{where} (was {_brief(change.old)})")
+    return Text.assemble(("~ ", _CHANGED), f"{where}: {_brief(change.old)} → {_brief(change.new)}")
 
 
 def _brief(value: Any, limit: int = 60) -> str:

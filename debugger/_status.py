@@ -10,6 +10,9 @@ from textual.widgets import Static
 HINTS = "j/k step  [ ] ±10  { } ±100  : go to  s lines  b break  c/C continue  w watch  ? help"
 
 
+MERGED_HINTS = "> follow  < back  % call/reply  y why  1-9 instances  ? help"
+
+
 class StatusLine(Static):
     """``LSN n of N · time · checkpoint distance · live or finished · hints``."""
 
@@ -42,6 +45,27 @@ class StatusLine(Static):
             parts.append(busy)
         text = Text(" " + "  ·  ".join(parts), style="bold")
         text.append("   " + HINTS, style="dim")
+        self.update(text)
+
+    def show_merged(
+        self,
+        *,
+        position: int,
+        merged: int,
+        total: int,
+        instance: str,
+        lsn: int,
+        wall_ns: int,
+        busy: str = "",
+    ) -> None:
+        """``#n of N · instance LSN · time · merging``, for the merged timeline."""
+        parts = [f"#{position:,} of {merged:,}", f"{instance} LSN {lsn:,}", _when(wall_ns)]
+        if merged < total:
+            parts.append(f"merging {100 * merged // max(1, total)}%")
+        if busy:
+            parts.append(busy)
+        text = Text(" " + "  ·  ".join(parts), style="bold")
+        text.append("   " + MERGED_HINTS, style="dim")
         self.update(text)
 
 

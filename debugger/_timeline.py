@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from typing import ClassVar
+from collections.abc import Set
+from typing import ClassVar, Protocol
 
 from rich.segment import Segment
 from rich.style import Style
@@ -22,14 +23,14 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ._history import History, Row
+from ._history import Row
 
-_CURSOR = Style(bgcolor="#264f78", color="white", bold=True)
-_MARKED = Style(bgcolor="#4b3b00")
-_HIT = Style(color="#e5c07b")
-_DIM = Style(color="#7f848e")
-_CHECKPOINT = Style(color="#98c379", bold=True)
-_UPGRADE = Style(color="#c678dd", bold=True)
+CURSOR_STYLE = Style(bgcolor="#264f78", color="white", bold=True)
+MARKED_STYLE = Style(bgcolor="#4b3b00")
+HIT_STYLE = Style(color="#e5c07b")
+DIM_STYLE = Style(color="#7f848e")
+CHECKPOINT_STYLE = Style(color="#98c379", bold=True)
+UPGRADE_STYLE = Style(color="#c678dd", bold=True)
 
 
 HIT_MARK, CHECKPOINT_MARK, UPGRADE_MARK = "●", "C", "U"
@@ -48,6 +49,24 @@ def clock(wall_ns: int) -> str:
     seconds, rest = divmod(wall_ns, 1_000_000_000)
     moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
     return moment.strftime("%H:%M:%S") + f".{rest // 1_000_000:03d}"
+
+
+class RowSource(Protocol):
+    """What the timeline draws from: one log's :class:`History` (positions are LSNs), or the
+    merged history of several (positions in the merged order)."""
+
+    @property
+    def first_lsn(self) -> int: ...
+    @property
+    def last_lsn(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def checkpoints(self) -> Set[int]: ...
+    @property
+    def upgrades(self) -> Set[int]: ...
+    def cached_row(self, lsn: int) -> Row | None: ...
+    def load_rows(self, lsn: int) -> None: ...
 
 
 class Timeline(ScrollView, can_focus=True):
@@ -85,7 +104,7 @@ class Timeline(ScrollView, can_focus=True):
     class RowsLoaded(Message):
         """A block of rows arrived from the log (the status line may now know the time)."""
 
-    def __init__(self, history: History, *, id: str | None = None) -> None:
+    def __init__(self, history: RowSource, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.history = history
         self.watch_columns: list[str] = []
@@ -98,8 +117,11 @@ class Timeline(ScrollView, can_focus=True):
     # -- size and drawing --------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        self.border_title = "timeline"
+        self.border_title = self.default_title()
         self.update_size()
+
+    def default_title(self) -> str:
+        return "timeline"
 
     def update_size(self) -> None:
         self.virtual_size = Size(self.size.width, self.row_count + 1)  # +1: the header
@@ -118,7 +140,7 @@ class Timeline(ScrollView, can_focus=True):
         row = self.history.cached_row(lsn)
         if row is None:
             self.request_row(lsn)
-            return Strip([Segment(f"{lsn:>9}  …".ljust(width), _DIM)], width)
+            return Strip([Segment(f"{lsn:>9}  …".ljust(width), DIM_STYLE)], width)
         return self._row(row, width)
 
     def _header(self, width: int) -> Strip:
@@ -127,13 +149,13 @@ class Timeline(ScrollView, can_focus=True):
         return Strip([Segment(text[:width].ljust(width), Style(bold=True, underline=True))], width)
 
     def _row(self, row: Row, width: int) -> Strip:
-        marker, marker_style = "  ", _DIM
+        marker, marker_style = "  ", DIM_STYLE
         if row.lsn in self.history.upgrades:
-            marker, marker_style = f"{UPGRADE_MARK} ", _UPGRADE
+            marker, marker_style = f"{UPGRADE_MARK} ", UPGRADE_STYLE
         elif row.lsn in self.history.checkpoints:
-            marker, marker_style = f"{CHECKPOINT_MARK} ", _CHECKPOINT
+            marker, marker_style = f"{CHECKPOINT_MARK} ", CHECKPOINT_STYLE
         if row.lsn in self.hits:
-            marker, marker_style = f"{HIT_MARK} ", _HIT
+            marker, marker_style = f"{HIT_MARK} ", HIT_STYLE
         values = self.watch_values.get(row.lsn)
         watches = "".join(
             f" {(values[i] if values and i < len(values) else '…'):<14}"
@@ -146,9 +168,9 @@ class Timeline(ScrollView, can_focus=True):
         )
         base = Style()
         if row.lsn == self.mark:
-            base = _MARKED
+            base = MARKED_STYLE
         if row.lsn == self.cursor:
-            base = _CURSOR
+            base = CURSOR_STYLE
         segments = [
             Segment(f"{row.lsn:>9} ", base),
             Segment(marker, base + marker_style if row.lsn != self.cursor else base),
