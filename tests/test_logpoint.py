@@ -350,3 +350,21 @@ def test_replay_logpoint_bad_input_is_one_line_and_exit_2(
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("immortals: error:")]
     assert done.returncode == 2 and len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_logpoint_in_another_module_of_the_app(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "log", "tests.apps.logpoint_shop:Shop")
+    rec.call("sell", "ab", "cde")
+    rec.call("sell")
+    rec.call("sell", "f")
+    rec.close()
+    with LogpointRun(tmp_path / "log", ["logpoint_helper.py:9 (item, total)"]) as run:
+        assert [(h.lsn, h.nth, h.value) for h in run.hits()] == [
+            (2, 0, ("ab", 0)),
+            (2, 1, ("cde", 2)),
+            (4, 0, ("f", 0)),
+        ]
+    with pytest.raises(
+        LogpointError, match=re.escape("tests/apps/logpoint_helper.py, tests/apps/")
+    ):
+        LogpointRun(tmp_path / "log", ["nowhere.py:1 x"])
