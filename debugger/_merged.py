@@ -283,7 +283,7 @@ class MergedHistory:
         ref, links = self.links(position)
         return self.merge.why(ref, links)
 
-    def position(self, hop: Hop) -> int | None:
+    def hop_position(self, hop: Hop) -> int | None:
         return self.merge.position(hop.step) if hop.step is not None else None
 
     # -- breakpoints, watches, searches across the merged timeline ---------------------------------

@@ -242,7 +242,7 @@ class MergedDebuggerApp(DebuggerApp):
     def _hop(self, hop: Hop) -> None:
         merged = self.merged
         assert merged is not None
-        position = merged.position(hop)
+        position = merged.hop_position(hop)
         if position is None:
             self.notify(hop.why, severity="warning" if not hop.in_flight else "error")
             return

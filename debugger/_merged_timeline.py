@@ -51,8 +51,8 @@ class MergedTimeline(Timeline):
     def _header(self, width: int) -> Strip:
         watches = "".join(f" {w[:14]:<14}" for w in self.watch_columns)
         text = (
-            f"{'#':>7} {'instance':<10} {'LSN':>7} {'':2}{'time':<12}  {'kind':<6} "
-            f"{'from':<10} {'fx':>2}{watches}  input"
+            f"{'#':>6} {'instance':<8} {'LSN':>6} {'':2}{'time':<12} {'kind':<6} {'from':<8}"
+            f"{watches}  input"
         )
         return Strip([Segment(text[:width].ljust(width), Style(bold=True, underline=True))], width)
 
@@ -67,21 +67,18 @@ class MergedTimeline(Timeline):
             f" {(values[i] if values and i < len(values) else '…'):<14}"
             for i in range(len(self.watch_columns))
         )
-        body = (
-            f"{clock(row.wall_ns):<12}  {row.kind:<6} {row.sender[:10]:<10} {row.effects:>2}"
-            f"{watches}  {row.summary}"
-        )
+        body = f"{clock(row.wall_ns):<12} {row.kind:<6} {row.sender[:8]:<8}{watches}  {row.summary}"
         base = Style()
         if row.lsn == self.mark:
             base = MARKED_STYLE
         if row.lsn == self.cursor:
             base = CURSOR_STYLE
         tag = Style(color=self.merged.colour(row.instance), bold=True)
-        rest = max(0, width - 29)
+        rest = max(0, width - 25)
         segments = [
-            Segment(f"{row.lsn:>7} ", base),
-            Segment(f"{row.instance[:10]:<10} ", base + tag if row.lsn != self.cursor else base),
-            Segment(f"{row.step_lsn:>7} ", base),
+            Segment(f"{row.lsn:>6} ", base),
+            Segment(f"{row.instance[:8]:<8} ", base + tag if row.lsn != self.cursor else base),
+            Segment(f"{row.step_lsn:>6} ", base),
             Segment(f"{marker or ' ':<2}", base + marker_style if row.lsn != self.cursor else base),
             Segment(body[:rest].ljust(rest), base),
         ]

@@ -91,7 +91,7 @@ class StateView(Tree[Any]):
         what changed highlighted, or (``diff``) only the changes."""
         self.border_title = title
         self.clear()
-        self.root.set_label(Text(title, style="bold"))
+        self.root.set_label(Text(f"{len(states)} instances", style="bold"))
         for cut in states:
             where = (
                 f"after step {cut.lsn}"
@@ -115,7 +115,8 @@ class StateView(Tree[Any]):
             changed: dict[tuple[Any, ...], str] = {c.path: c.kind for c in cut.changes}
             open_paths = {c.path[:i] for c in cut.changes for i in range(len(c.path))}
             if cut.state is None or (isinstance(cut.state, dict | list) and not cut.state):
-                branch.add_leaf(Text("not started" if cut.state is None else "empty"))
+                empty = "nothing of it happened before" if cut.state is None else "empty"
+                branch.add_leaf(Text(empty, style="italic"))
             self._fill(branch, cut.state, (), changed, open_paths)
         self.root.expand()
 
