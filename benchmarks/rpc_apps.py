@@ -34,6 +34,23 @@ class Sink(Immortal):
         return {"count": self.count, "out_of_order": self.out_of_order}
 
 
+class LargeSink(Sink):
+    """A Sink that also keeps 200,000 small records (each a string, an int and a list), so that
+    every checkpoint pauses its event loop for a noticeable time: the cost a standby takes off
+    the primary (``bench_standby``)."""
+
+    RECORDS = 200_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = {f"k{i}": (f"v{i}", i, [i]) for i in range(self.RECORDS)}
+
+    @rpc
+    def add(self, n: int, payload: bytes) -> int:
+        self.table[f"k{n % self.RECORDS}"] = (f"v{n}", n, [n])
+        return super().add(n, payload)
+
+
 class Driver(Immortal):
     """Sends ``n`` calls with ``window`` in flight (1 = ping-pong); returns timings."""
 
