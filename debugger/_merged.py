@@ -11,6 +11,7 @@ thread; the first screen needs only the first few hundred merged steps.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from ._history import BLOCK, Breakpoint, History, Row, Watch
 
 FIRST_MERGE = 2048  # steps merged before the first screen (a screen shows about 40)
 CHUNK = 8192  # steps merged per turn of the background merge
+CUTS_KEPT = 256  # instances' states at a cut kept (see MergedHistory.cut_states)
 
 COLOURS = ["#61afef", "#e5c07b", "#98c379", "#c678dd", "#e06c75", "#56b6c2", "#d19a66"]
 """One colour per instance, in the order given (the timeline's tag and the state pane)."""
@@ -99,9 +101,13 @@ class MergedHistory:
         self.names = [h.instance for h in self.histories]
         self._by_name = {h.instance: h for h in self.histories}
         self._readers: list[LogReader] = []
+        self.closed = False
         self.merge = CausalMerge({h.instance: self._records(h) for h in self.histories})
         self.merge.advance(FIRST_MERGE)
         self._in_flight: set[int] | None = None
+        self._cuts: OrderedDict[tuple[str, int, int | None], tuple[Any, list[Change]]] = (
+            OrderedDict()
+        )
 
     def _records(self, history: History) -> Iterator[Record]:
         """``history``'s records for the merge, from a reader of its own (the merge thread
@@ -215,8 +221,11 @@ class MergedHistory:
     # -- building in the background ----------------------------------------------------------------
 
     def build(self, progress: Callable[[int], None] | None = None) -> None:
-        """Merge the rest (a worker thread calls this; the UI reads what is merged so far)."""
-        while self.merge.advance(CHUNK):
+        """Merge the rest (a worker thread calls this; the UI reads what is merged so far).
+
+        Stops when the history is closed: its readers must not be closed under a merge.
+        """
+        while not self.closed and self.merge.advance(CHUNK):
             if progress is not None:
                 progress(self.merge.count)
 
@@ -227,23 +236,45 @@ class MergedHistory:
 
     # -- the cut -----------------------------------------------------------------------------------
 
-    def cut_states(self, position: int, *, mark: int | None = None) -> list[CutState]:
+    def cut_states(
+        self,
+        position: int,
+        *,
+        mark: int | None = None,
+        selected: tuple[Any, list[Change]] | None = None,
+    ) -> list[CutState]:
         """Every instance at the consistent cut of the step at ``position``, with what its
-        newest step in the cut changed, or (``mark``) what changed since the mark's cut."""
-        selected = self.merge.at(position)
-        cut = self.merge.cut(selected)
+        newest step in the cut changed, or (``mark``) what changed since the mark's cut.
+
+        ``selected``: the selected step's state and changes, when the caller has just
+        re-executed it (the step's own panes do), so it is not replayed twice. Results are
+        kept for the last few hundred (instance, step) pairs: following a message back and
+        forth moves only some instances' cuts.
+        """
+        here = self.merge.at(position)
+        cut = self.merge.cut(here)
         since = self.merge.cut(self.merge.at(mark)) if mark is not None else None
         states = []
         for history in self.histories:
             name = history.instance
             lsn = cut[name]
             against = since[name] if since is not None else None
+            key = (name, lsn, against)
             try:
-                state, changes = history.state_and_changes(lsn, against=against)
+                if name == here.instance and selected is not None and against is None:
+                    state, changes = selected
+                elif key in self._cuts:
+                    state, changes = self._cuts[key]
+                    self._cuts.move_to_end(key)
+                else:
+                    state, changes = history.state_and_changes(lsn, against=against)
             except ImmortalsError as exc:
-                states.append(CutState(name, lsn, None, [], name == selected.instance, str(exc)))
+                states.append(CutState(name, lsn, None, [], name == here.instance, str(exc)))
                 continue
-            states.append(CutState(name, lsn, state, changes, name == selected.instance))
+            self._cuts[key] = (state, changes)
+            while len(self._cuts) > CUTS_KEPT:
+                self._cuts.popitem(last=False)
+            states.append(CutState(name, lsn, state, changes, name == here.instance))
         return states
 
     # -- following messages ------------------------------------------------------------------------
@@ -398,7 +429,13 @@ class MergedHistory:
         return None
 
     def close(self) -> None:
-        for reader in getattr(self, "_readers", []):
-            reader.close()
+        """Close every log; a merge running in another thread finishes its chunk first."""
+        self.closed = True
+        merge = getattr(self, "merge", None)
+        if merge is not None:
+            with merge.lock:  # held by advance() while it reads
+                for reader in self._readers:
+                    reader.close()
         for history in self.histories:
-            history.close()
+            with history.replay_lock:  # a re-execution in a worker finishes first
+                history.close()

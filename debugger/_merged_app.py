@@ -80,6 +80,8 @@ class MergedDebuggerApp(DebuggerApp):
             self.open_error = str(exc)
         self._init_session(index)
         self.cut: list[CutState] = []
+        self.cut_at: int | None = None
+        """The merged position whose cut :attr:`cut` is (tests and the benchmark wait on it)."""
         self.merged_watches: list[MergedWatch] = []
         self._followed: dict[int, int] = {}  # position -> how many of its messages followed
 
@@ -151,6 +153,8 @@ class MergedDebuggerApp(DebuggerApp):
         if not self.index:
             return
         for history in merged.histories:
+            if merged.closed:
+                return
             if history.replayer is None or not history.count:
                 continue
             self.call_from_thread(self._set_busy, f"indexing {history.instance}")
@@ -189,7 +193,8 @@ class MergedDebuggerApp(DebuggerApp):
                 view = history.inspect(ref.lsn)
             else:
                 failure = history.app_error or "the app could not be loaded"
-            cut = merged.cut_states(position, mark=mark)
+            selected = (view.state, view.step.state_diff) if view is not None else None
+            cut = merged.cut_states(position, mark=mark, selected=selected)
         except (ImmortalsError, LogError) as exc:
             self.call_from_thread(self._show_failure, position, str(exc))
             return
@@ -202,6 +207,7 @@ class MergedDebuggerApp(DebuggerApp):
         if position != self.timeline.cursor:
             return  # the user moved on meanwhile
         self.cut = cut
+        self.cut_at = position
         if view is not None:
             self._show(position, view)
         else:
