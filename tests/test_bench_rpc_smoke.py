@@ -19,6 +19,7 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
             console=Console(file=sink),
             sizes=[16, 256, 4096],
             calls=(300, 30),
+            repeat=2,
         )
     saved = json.loads((out / "rpc_bench.json").read_text())
     rows = saved["rows"]
@@ -36,5 +37,7 @@ def test_every_system_runs_and_the_table_is_saved(tmp_path: Path) -> None:
     durable = [r for r in rows if r["system"] == "immortals fsync"]
     assert all(r["log_bytes"] > 0 and r["compression"] > 0 for r in durable)
     assert sum("durable ping-pong p50" in note for note in saved["notes"]) == 4
-    assert any(note.startswith("recovery:") and "steps replayed" in note for note in saved["notes"])
+    assert all(r["runs"] == 2 and r["spread"] >= 0 for r in rows)  # medians of the repeats
+    assert any(note.startswith("recovery:") and "offline replayer" in note for note in saved["notes"])
+    assert sum("recovery" in note and note[:4] in ("PASS", "MISS") for note in saved["notes"]) == 2
     assert (out / "rpc_bench.png").stat().st_size > 1000
