@@ -13,11 +13,17 @@ runtime's own groups (run, call, status and stop, log) also work without any ins
 metadata, so ``python -m runtime`` from a bare checkout still runs instances.
 
 Global options (``--home``) are accepted before or after the subcommand; after wins.
+
+A command line that names its command loads that command's group alone (``immortals run``
+does not import the replayer, the upgrade tools or the log commands: a restart's time to
+serving is mostly the interpreter starting and importing); ``--help``, ``--version`` and a
+name no group has load them all, so the list and the "invalid choice" error stay whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import sys
@@ -27,7 +33,6 @@ from typing import Any
 
 from logformat import LogError
 
-from . import cli_call, cli_log, cli_run, cli_status
 from ._errors import ImmortalsError
 from ._home import DEFAULT_HOME
 
@@ -36,13 +41,19 @@ HOME_VARIABLE = "IMMORTALS_HOME"
 
 AddParser = Callable[["argparse._SubParsersAction[Any]"], None]
 
-# The runtime's own groups, in the order --help lists them; they come first.
-_OWN: dict[str, AddParser] = {
-    "run": cli_run.add_parser,
-    "call": cli_call.add_parser,
-    "status": cli_status.add_parser,  # status and stop
-    "log": cli_log.add_parser,
+# The runtime's own groups (their modules), in the order --help lists them; they come first.
+_OWN: dict[str, str] = {
+    "run": "runtime.cli_run",
+    "call": "runtime.cli_call",
+    "status": "runtime.cli_status",  # status and stop
+    "log": "runtime.cli_log",
 }
+_OWN_COMMANDS = {"stop": "status"}  # commands a group adds besides the one of its name
+
+
+def _own_group(name: str) -> AddParser:
+    add: AddParser = importlib.import_module(_OWN[name]).add_parser
+    return add
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,17 +74,25 @@ def package_version() -> str:
 
 
 def command_groups(
-    points: Sequence[EntryPoint] | None = None, warn: Callable[[str], None] = _warn
+    points: Sequence[EntryPoint] | None = None,
+    warn: Callable[[str], None] = _warn,
+    *,
+    only: str | None = None,
 ) -> list[tuple[str, AddParser]]:
-    """Every registered command group, the runtime's first, then the others by name.
+    """Every registered command group, the runtime's first, then the others by name; with
+    ``only``, the group of that name alone (loading nothing else).
 
     ``points`` defaults to the installed entry points of :data:`ENTRY_POINT_GROUP`. A group
     that cannot be loaded is left out with one line through ``warn``; the rest still work. The
     runtime's own groups are used directly when not registered (a checkout run as
     ``python -m runtime`` without ``pip install -e .``).
     """
+    if only in _OWN:
+        return [(only, _own_group(only))]
     if points is None:
-        points = list(entry_points(group=ENTRY_POINT_GROUP))
+        points = _installed()
+    if only is not None:
+        points = [point for point in points if point.name == only]
     found: dict[str, AddParser] = {}
     broken: dict[str, str] = {}
     for point in points:
@@ -88,8 +107,35 @@ def command_groups(
     for name, problem in sorted(broken.items()):
         if name not in _OWN:  # the runtime's own are at hand without their entry points
             warn(f"immortals: warning: the `{name}` command is missing ({problem})")
-    own = [(name, found.get(name, add)) for name, add in _OWN.items()]
+    if only is not None:
+        return list(found.items())
+    own = [(name, found.get(name) or _own_group(name)) for name in _OWN]
     return own + sorted((name, add) for name, add in found.items() if name not in _OWN)
+
+
+def _group_named_by(argv: Sequence[str], points: Sequence[EntryPoint] | None) -> str | None:
+    """The group of the command ``argv`` names, if it names one (None: load them all)."""
+    for i, token in enumerate(argv):
+        if token.startswith("--home="):
+            continue
+        if token == "--home":
+            if i + 1 >= len(argv):
+                return None
+            continue
+        if i > 0 and argv[i - 1] == "--home":
+            continue  # the directory
+        if token.startswith("-"):
+            return None  # --help, --version, or an option argparse will refuse
+        group = _OWN_COMMANDS.get(token, token)
+        if group in _OWN:
+            return group
+        names = {p.name for p in (points if points is not None else _installed())}
+        return group if group in names else None
+    return None
+
+
+def _installed() -> list[EntryPoint]:
+    return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -97,24 +143,30 @@ def _one_line(exc: BaseException) -> str:
 
 
 def build_parser(
-    points: Sequence[EntryPoint] | None = None, warn: Callable[[str], None] = _warn
+    points: Sequence[EntryPoint] | None = None,
+    warn: Callable[[str], None] = _warn,
+    argv: Sequence[str] | None = None,
 ) -> argparse.ArgumentParser:
-    """The whole command line; ``points`` and ``warn`` as for :func:`command_groups`."""
-    if points is None:
-        points = list(entry_points(group=ENTRY_POINT_GROUP))
+    """The command line; ``points`` and ``warn`` as for :func:`command_groups`. Given the
+    ``argv`` it will parse, only the group of the command it names is loaded."""
+    only = _group_named_by(argv, points) if argv is not None else None
+    if only in _OWN:
+        points = []  # not needed: the runtime's own group is at hand
+    elif points is None:
+        points = _installed()
     parser = _Parser(
         prog="immortals",
         description="Virtual resiliency for Python: run immortals and inspect their logs.",
     )
     parser.add_argument("--version", action="version", version=f"immortals {package_version()}")
     _add_global_options(parser)
-    if not points:
+    if not points and only is None:
         parser.epilog = (
             "Only the runtime's commands are here: the others register themselves when "
             "immortals is installed (pip install -e .)."
         )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, add_parser in command_groups(points, warn):
+    for name, add_parser in command_groups(points, warn, only=only):
         try:
             add_parser(commands)
         except Exception as exc:
@@ -153,7 +205,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPa
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a command line; ``home`` comes from the environment when not given."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv=argv).parse_args(argv)
     if getattr(args, "home", None) is None:
         args.home = os.environ.get(HOME_VARIABLE) or DEFAULT_HOME
     return args

@@ -183,6 +183,44 @@ def test_a_bare_checkout_still_offers_the_runtimes_commands() -> None:
     assert parser.epilog and "pip install -e ." in parser.epilog
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "app.py:A", "--name", "a"],
+        ["--home", "h", "stop", "a"],
+        ["--home=h", "call", "a", "m"],
+    ],
+)
+def test_a_command_line_loads_only_the_group_of_its_command(argv: list[str]) -> None:
+    """A restart's time to serving is mostly imports: `run` loads neither the replayer, the
+    upgrade tools, the debugger nor the other runtime groups."""
+    code = (
+        "import sys\n"
+        "from runtime.cli import build_parser\n"
+        f"parser = build_parser(argv={argv!r})\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('replayer', 'upgrade', 'debugger') or m.startswith('runtime.cli_'))\n"
+        "print(' '.join(loaded))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    group = {"run": "run", "stop": "status", "call": "call"}[
+        next(a for a in argv if a[0] != "-" and a != "h")
+    ]
+    assert done.stdout.split() == [f"runtime.cli_{group}"]
+
+
+def test_help_and_an_unknown_command_still_see_every_group(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("run", "stop", "replay", "debug", "upgrade"))
+    assert main(["bogus"]) == 2
+    assert "choose from 'run', 'call', 'status', 'stop', 'log'" in capsys.readouterr().err
+
+
 def test_the_runtime_never_imports_the_packages_above_it() -> None:
     above = {"replayer", "debugger", "upgrade"}
     offending = []
