@@ -300,11 +300,14 @@ class CausalMerge:
                     if value > now[k]:
                         now[k] = value
         # Readers on other threads look a step up by its position, so it is set last.
-        for k in range(len(now)):
+        if lsn - source.first != len(self._position[i]):
+            raise ValueError(f"{name}: step {lsn} does not follow the previous one")
+        clocks = self._clock[i]
+        for k, value in enumerate(now):
             if k != i:
-                self._fill(self._clock[i][k], source.first, lsn, now[k])
-        self._fill(self._input_stream[i], source.first, lsn, sid)
-        self._fill(self._input_seq[i], source.first, lsn, links.seq)
+                clocks[k].append(value)
+        self._input_stream[i].append(sid)
+        self._input_seq[i].append(links.seq)
         for tid in links.timers:
             self._timers[i].setdefault(tid, lsn)
         for eid in links.effects:
@@ -317,18 +320,10 @@ class CausalMerge:
                 del self._waiting[key]
                 s = self._sources[waiting[1]]
                 heapq.heappush(self._heap, (s.wall, s.index, s.lsn))
-        self._fill(self._position[i], source.first, lsn, len(self._order_lsn) + 1)
+        self._position[i].append(len(self._order_lsn) + 1)
         self._order_instance.append(i)
         self._order_lsn.append(lsn)
         self._ready(source)
-
-    @staticmethod
-    def _fill(values: array[int], first: int, lsn: int, value: int) -> None:
-        """values[lsn - first] = value (a gap in a log's LSNs is filled with zeros)."""
-        index = lsn - first
-        if index > len(values):
-            values.extend([0] * (index - len(values)))
-        values.append(value)
 
     def _clock_row(self, i: int, lsn: int) -> list[int]:
         """The clock of step ``lsn`` of instance ``i`` (its own entry: ``lsn``)."""

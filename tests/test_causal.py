@@ -368,3 +368,33 @@ def _sends(history: MergedHistory, name: str) -> list[tuple[int, Any]]:
         for message in step_links(h.record(lsn)).sent:
             found.append((lsn, message))
     return found
+
+
+@given(st.integers(2, 3), actions)
+def test_synthetic_logs_on_disk_read_through_the_debugger_give_the_same_cuts(
+    tmp_path_factory: Any, n: int, script: list[tuple[int, int, list[tuple[int, int]], int]]
+) -> None:
+    """The same histories written as real logs (LogWriter, one frame per step) and opened the
+    way ``immortals debug A B`` opens them (MergedHistory: its own readers, the merge in
+    chunks): the cuts are the ground truth's."""
+    from logformat import LogMeta, LogWriter
+
+    world = build(n, script)
+    folder = tmp_path_factory.mktemp("synthetic")
+    for name, log in world.logs.items():
+        meta = LogMeta(name, "tests/apps/chain.py:Counter", "synthetic")
+        with LogWriter.open(folder / name, create=meta, sync=False) as writer:
+            for record in log:
+                writer.append([record.value], wall_ns=record.wall_ns)
+    history = MergedHistory([folder / name for name in world.names])
+    try:
+        history.build()
+        assert history.merge.count == sum(len(log) for log in world.logs.values())
+        for step, past in world.ancestors.items():
+            cut = history.merge.cut(step)
+            for name in world.names:
+                if name != step.instance:
+                    newest = max((s.lsn for s in past if s.instance == name), default=0)
+                    assert cut[name] == newest
+    finally:
+        history.close()
