@@ -172,7 +172,8 @@ class LogpointRun:
             app=app,
             home=home,
             allow_pickle=allow_pickle,
-            snapshot_every=1 << 62,  # one pass, start to end: snapshots would only cost
+            snapshot_every=1 << 62,  # one pass, start to end: snapshots would only cost,
+            keep_streams=False,  # and only they read the exactly-once bookkeeping
             compile_module=self._compile,
         )
         try:
@@ -407,7 +408,8 @@ def _locate(
         if not start <= line <= (node.end_lineno or node.lineno):
             continue
         if line <= node.lineno:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defines = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            if isinstance(node, defines) and not in_function:  # (one in a handler runs there)
                 return (
                     f"line {line} defines {node.name}: it runs when the code loads, not in a "
                     "step; put the logpoint on a line of its body"

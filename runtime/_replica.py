@@ -19,9 +19,15 @@ from ._streams import DEFAULT_RESULT_CACHE, Streams
 
 
 class Replica:
-    """Executor plus streams of one instance, moved forward one step at a time."""
+    """Executor plus streams of one instance, moved forward one step at a time.
 
-    __slots__ = ("executor", "streams")
+    ``keep_streams=False`` leaves the streams as they were restored: :meth:`apply` re-executes
+    and checks each step without the exactly-once bookkeeping, which only a checkpoint reads
+    (what was received from each peer, outside callers' results and their fingerprints). A
+    one-pass replay that takes no checkpoint (the logpoint pass) runs about twice as fast so
+    on a log of outside calls; :meth:`checkpoint` then refuses."""
+
+    __slots__ = ("executor", "keep_streams", "streams")
 
     def __init__(
         self,
@@ -30,9 +36,11 @@ class Replica:
         name: str,
         sources: Sources | None = None,
         result_cache: int = DEFAULT_RESULT_CACHE,
+        keep_streams: bool = True,
     ) -> None:
         self.executor = Executor(app_cls, name=name, sources=sources)
         self.streams = Streams(result_cache=result_cache)
+        self.keep_streams = keep_streams
 
     def execute(self, inp: dict[str, Any], lsn: int) -> StepRecord:
         """Execute a new input live; the returned record is what the log must store."""
@@ -48,7 +56,8 @@ class Replica:
             lsn=lsn,
             recorded=record,  # type: ignore[arg-type]
         )
-        self.streams.apply(record)  # type: ignore[arg-type]
+        if self.keep_streams:
+            self.streams.apply(record)  # type: ignore[arg-type]
         return produced
 
     def accept(self, record: StepRecord, lsn: int) -> NondeterminismError | None:
@@ -75,6 +84,8 @@ class Replica:
         return self.executor.quiescent
 
     def checkpoint(self) -> CheckpointPayload:
+        if not self.keep_streams:
+            raise RuntimeError("a replica that does not keep its streams has no checkpoint")
         return checkpoint_payload(self.executor.snapshot(), self.streams.snapshot())
 
     def restore(self, payload: CheckpointPayload) -> None:

@@ -17,7 +17,7 @@ def test_quick_logpoint_benchmark_writes_its_table(tmp_path: Path) -> None:
     assert result["notes"][0].startswith(("PASS: ", "MISS: "))
     saved = json.loads((out / "logpoint_bench.json").read_text())
     rows = {row["measure"]: row for row in saved["rows"]}
-    steps = rows["plain replay (Replayer.executed)"]["steps"]
+    steps = rows["plain replay (Replayer.executed, keep_streams=False)"]["steps"]
     assert rows[f"logpoint, every step ({bench_logpoint.EVERY_STEP})"]["hits"] == steps - 1
     assert rows[f"logpoint, no step ({bench_logpoint.NO_STEP})"]["hits"] == 1  # the start
     assert all(row["rate"] > 0 for row in saved["rows"])

@@ -368,3 +368,92 @@ def test_a_logpoint_in_another_module_of_the_app(tmp_path: Path) -> None:
         LogpointError, match=re.escape("tests/apps/logpoint_helper.py, tests/apps/")
     ):
         LogpointRun(tmp_path / "log", ["nowhere.py:1 x"])
+
+
+NESTED = """\
+from runtime import Immortal, rpc
+
+
+class Nested(Immortal):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @rpc
+    def scaled(self, factor: int, *values: int) -> list[int]:
+        def scale(v: int) -> int:
+            return v * factor
+
+        out = [scale(v) for v in values]
+        self.seen.extend(out)
+        return out
+"""
+
+
+def test_lines_of_a_function_defined_in_a_handler_and_the_def_itself(tmp_path: Path) -> None:
+    (tmp_path / "nested.py").write_text(NESTED)
+    rec = Recorder(tmp_path / "log", f"{tmp_path / 'nested.py'}:Nested")
+    rec.call("scaled", 3, 1, 2)
+    rec.call("scaled", 10, 5)
+    rec.close()
+    specs = ["nested.py:10 factor", "nested.py:11 (v, factor)", "nested.py:14 len(self.seen)"]
+    with LogpointRun(tmp_path / "log", specs) as run:
+        hits = [(h.logpoint, h.lsn, h.value) for h in run.hits()]
+    assert hits == [
+        (0, 2, 3),  # the def line runs in the step: the closure is made there
+        (1, 2, (1, 3)),
+        (1, 2, (2, 3)),
+        (2, 2, 0),
+        (0, 3, 10),
+        (1, 3, (5, 10)),
+        (2, 3, 2),
+    ]
+
+
+def test_replay_app_runs_the_logpoint_against_the_given_code(counted: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "changed.py"
+    source = Path("samples/counter/counter.py").read_text()
+    changed.write_text(source.replace("self.count += 1", "self.count += 1  # same effect"))
+    home = tmp_path / "home"
+    shown = run_cli(
+        "replay",
+        str(counted),
+        "--app",
+        f"{changed}:Server",
+        "--logpoint",
+        "changed.py:16 self.count",
+        "--to",
+        "3",
+        home=home,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert [line.rsplit(" ", 1)[-1] for line in shown.stdout.splitlines()] == ["0", "1"]
+    refused = run_cli(
+        "replay",
+        str(counted),
+        "--app",
+        f"{changed}:Server",
+        "--logpoint",
+        "counter.py:16 1",
+        home=home,
+    )
+    assert (
+        refused.returncode == 2
+        and "is not a file of the app (its files: changed.py)" in refused.stderr
+    )
+
+
+def test_a_range_after_a_checkpoint_starts_from_it_and_the_pass_keeps_no_streams(
+    tmp_path: Path,
+) -> None:
+    rec = Recorder(tmp_path / "log", COUNTER)
+    for i in range(8):
+        rec.call("inc")
+        if i == 3:
+            assert rec.checkpoint()  # after step 5
+    rec.close()
+    with LogpointRun(tmp_path / "log", ["counter.py:16 self.count"], from_lsn=6) as run:
+        assert [(h.lsn, h.value) for h in run.hits()] == [(6, 4), (7, 5), (8, 6), (9, 7)]
+        assert run.replayer.cache.nearest(9) is None  # no snapshot taken
+    with Replayer(tmp_path / "log", keep_streams=False) as r:
+        r.state_at(3)
+        assert r.state_at(9) == {"count": 8}  # the same states, without the bookkeeping
