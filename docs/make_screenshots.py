@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from debugger import DebuggerApp  # noqa: E402
+from debugger._merged_app import MergedDebuggerApp  # noqa: E402
+from tests.chainlogs import write_chain  # noqa: E402
 from tests.test_debugger import ACCOUNTS, COUNTER, settle  # noqa: E402
 
 SHOTS = [
@@ -31,11 +33,22 @@ SHOTS = [
 ]
 
 
-async def shoot(name: str, source: Path, steps: list[object], out: Path) -> None:
+MERGED_SHOTS = [
+    ("debugger-merged", [("colon", "middle:5")]),  # the chain of tests/chainlogs.py
+]
+
+
+async def shoot(name: str, source: Path | None, steps: list[object], out: Path) -> None:
+    """``source`` None: the merged view over the chain's three logs."""
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "log"
-        shutil.copytree(source, log)
-        app = DebuggerApp(log)
+        app: DebuggerApp
+        if source is None:
+            logs = write_chain(Path(tmp), 5, lost=True)
+            app = MergedDebuggerApp([logs[n] for n in ("front", "middle", "back")], index=False)
+        else:
+            log = Path(tmp) / "log"
+            shutil.copytree(source, log)
+            app = DebuggerApp(log)
         async with app.run_test(size=(120, 34)) as pilot:
             await settle(pilot)
             for step in steps:
@@ -57,6 +70,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, source, steps in SHOTS:
         asyncio.run(shoot(name, source, steps, out))
+        print(f"wrote docs/images/{name}.svg")
+    for name, steps in MERGED_SHOTS:
+        asyncio.run(shoot(name, None, steps, out))
         print(f"wrote docs/images/{name}.svg")
 
 
