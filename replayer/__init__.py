@@ -20,7 +20,7 @@ docs/ARCHITECTURE.md.
 from runtime._errors import NondeterminismError
 
 from ._diff import Change, diff_states, format_path
-from ._logpoint import Hit, Logpoint, LogpointError, LogpointRun, by_step
+from ._logpoint import Hit, HitTable, Logpoint, LogpointError, LogpointRun, by_step
 from ._replayer import Divergence, Replayer, ReplayError, Step, Trace, VerifyReport
 from ._trace import TraceLine
 
@@ -28,6 +28,7 @@ __all__ = [
     "Change",
     "Divergence",
     "Hit",
+    "HitTable",
     "Logpoint",
     "LogpointError",
     "LogpointRun",

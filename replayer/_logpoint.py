@@ -23,7 +23,7 @@ logpoint's file when that version is compiled, and a version in which the line h
 noted once (``LogpointRun.notes``). Nothing is written: not the log, not the app's files.
 
 Rejected: ``sys.settrace`` (the tracer the debugger uses for one step): a Python call for every
-frame and every line of app code, about three times slower than the replay itself
+frame and every line of app code, about five times slower than the replay itself
 (``benchmarks/bench_logpoint.py`` measures both); and swapping the ``__code__`` of loaded
 functions (shared with every other replayer of the process, and unusable once closures change).
 See docs/ARCHITECTURE.md, "Logpoints".
@@ -144,7 +144,7 @@ class LogpointRun:
     against them: a ``LogpointError`` if a logpoint can hit in no version, a line in ``notes``
     for each version in which it cannot. :meth:`hits` then re-executes the range once for all
     logpoints. :meth:`cancel` may be called from another thread (a UI's): :meth:`hits` stops
-    at the next step and ``cancelled`` is then true. ``app``, ``home`` and ``allow_pickle`` are
+    at its next progress point and ``cancelled`` is then true. ``app``, ``home`` and ``allow_pickle`` are
     the :class:`Replayer`'s."""
 
     def __init__(
@@ -196,7 +196,7 @@ class LogpointRun:
         return self._cancel.is_set()
 
     def cancel(self) -> None:
-        """Stop :meth:`hits` at the next step (safe from any thread)."""
+        """Stop :meth:`hits` at its next progress point (safe from any thread)."""
         self._cancel.set()
 
     def close(self) -> None:
@@ -218,6 +218,8 @@ class LogpointRun:
         differently with the logpoints in raises ``LogpointError`` (an expression with an
         effect: a call, a clock reading, a change of state; or a log the code no longer
         reproduces, which ``immortals replay --verify`` tells apart)."""
+        if every < 1:
+            raise ValueError(f"every must be 1 or more, not {every}")
         replayer, buffer, total = self.replayer, self._buffer, self.total
         replayer.state_at(self.first_lsn - 1)  # stand before the range (its hits do not count)
         buffer.clear()
@@ -348,6 +350,46 @@ class LogpointRun:
                 raise LogpointError(f"logpoint {logpoint}: {'; '.join(why)}")
             notes += [f"logpoint {logpoint}: {w}: no hits there" for w in why]
         return notes
+
+
+class HitTable:
+    """A pass's hits by step, filled as it runs (a worker thread: :meth:`fill`) and read
+    meanwhile (a UI thread): a timeline column per logpoint (:meth:`cell`) and a step's pane
+    (:meth:`at`). ``done`` and ``total`` are the pass's progress in steps."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self._steps: dict[int, list[Hit]] = {}
+
+    def fill(self, run: LogpointRun, *, every: int = 4096) -> None:
+        """Run ``run``'s pass to its end (or its :meth:`~LogpointRun.cancel`), keeping every
+        hit."""
+        self.total = run.total
+        for hit in run.hits(progress=self._progress, every=every):
+            self.add(hit)
+
+    def add(self, hit: Hit) -> None:
+        hits = self._steps.get(hit.lsn)
+        if hits is None:
+            self._steps[hit.lsn] = [hit]  # one assignment: a reader sees the step or not
+        else:
+            hits.append(hit)
+
+    def at(self, lsn: int) -> list[Hit]:
+        """The hits of step ``lsn``, in the order they ran (a copy)."""
+        return list(self._steps.get(lsn, ()))
+
+    def cell(self, lsn: int, logpoint: int) -> str:
+        """What logpoint number ``logpoint`` showed in step ``lsn``: its text, the texts
+        joined by `` | `` when the line ran several times, "" when it did not run."""
+        return " | ".join(h.text for h in self.at(lsn) if h.logpoint == logpoint)
+
+    def __len__(self) -> int:
+        return sum(len(hits) for hits in list(self._steps.values()))
+
+    def _progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
 
 
 def by_step(hits: Sequence[Hit]) -> dict[int, list[Hit]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from replayer import Replayer
-from replayer._logpoint import Hit, Logpoint, LogpointError, LogpointRun, by_step
+from replayer._logpoint import Hit, HitTable, Logpoint, LogpointError, LogpointRun, by_step
 from runtime import connect
 from tests._instances import Cluster, Instance, run_cli
 from tests.replaylog import Recorder
@@ -457,3 +457,15 @@ def test_a_range_after_a_checkpoint_starts_from_it_and_the_pass_keeps_no_streams
     with Replayer(tmp_path / "log", keep_streams=False) as r:
         r.state_at(3)
         assert r.state_at(9) == {"count": 8}  # the same states, without the bookkeeping
+
+
+def test_a_hit_table_gives_a_column_per_logpoint_and_a_steps_hits(recorded: Path) -> None:
+    log = recorded / "home" / "logs" / "tally"
+    table = HitTable()
+    with LogpointRun(log, [f"tally.py:{LOOP} v", f"tally.py:{EVEN} self.total"]) as run:
+        table.fill(run, every=2)
+        assert (table.done, table.total) == (run.total, run.total)
+    assert table.cell(2, 0) == "1 | 2 | 3" and table.cell(2, 1) == "0"
+    assert table.cell(3, 0) == "" and table.at(3) == []
+    assert [h.logpoint for h in table.at(2)] == [0, 0, 1, 0]
+    assert len(table) == sum(len(table.at(lsn)) for lsn in range(1, run.total + 1))
