@@ -108,14 +108,23 @@ def _logpoints(args: argparse.Namespace) -> int:
     ) as run:
         for note in run.notes:
             print(f"immortals: note: {note}", file=sys.stderr)
-        points = run.logpoints
+        points, lines = run.logpoints, list[str]()
+
+        def flush() -> None:  # one write per batch: under the bar, each write redraws it
+            if lines:
+                sys.stdout.write("\n".join(lines) + "\n")
+                lines.clear()
+
         with _progress(run.first_lsn, run.last_lsn) as advance:
-            for hit in run.hits(progress=lambda done, _total: advance(run.first_lsn + done - 1)):
+
+            def progress(done: int, _total: int) -> None:
+                flush()
+                advance(run.first_lsn + done - 1)
+
+            for hit in run.hits(progress=progress):
                 point = points[hit.logpoint]
-                if args.json:
-                    print(_dumps(hit_json(hit, point)))
-                else:
-                    print(hit_line(hit, point))
+                lines.append(_dumps(hit_json(hit, point)) if args.json else hit_line(hit, point))
+            flush()
     return 0
 
 
@@ -238,6 +247,13 @@ def _progress(first: int, last: int) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    # Output to the same terminal goes through the bar's console (lines stay above the bar);
+    # output to a file or a pipe is left alone (redirecting it would send it to the terminal).
+    with Progress(
+        console=Console(stderr=True),
+        transient=True,
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
+    ) as progress:
         task = progress.add_task("replaying", total=last - first + 1)
         yield lambda lsn: progress.update(task, completed=lsn - first + 1)

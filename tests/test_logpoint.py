@@ -469,3 +469,46 @@ def test_a_hit_table_gives_a_column_per_logpoint_and_a_steps_hits(recorded: Path
     assert table.cell(3, 0) == "" and table.at(3) == []
     assert [h.logpoint for h in table.at(2)] == [0, 0, 1, 0]
     assert len(table) == sum(len(table.at(lsn)) for lsn in range(1, run.total + 1))
+
+
+def test_a_progress_bar_on_a_terminal_and_none_when_piped(tmp_path: Path) -> None:
+    """A long history shows rich's bar on stderr when stderr is a terminal (a pty here)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from benchmarks.bench_replay import live_rate, write_log
+
+    _rate, records = live_rate(12_000)  # over the CLI's 10,000-step threshold
+    write_log(tmp_path / "log", records, lambda _n: None)
+    args = ["replay", str(tmp_path / "log"), "--app", COUNTER, "--logpoint", "counter.py:16 1"]
+    piped = run_cli(*args, home=tmp_path / "home")
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 12_000
+    assert "replaying" not in piped.stderr
+    leader, follower = pty.openpty()
+    out = tmp_path / "hits.txt"
+    with open(out, "wb") as stdout:  # stdout to a file, stderr on the terminal
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "--home", str(tmp_path / "home"), *args],
+            stdout=stdout,
+            stderr=follower,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        )
+    os.close(follower)  # the child holds the terminal now; read what it draws until it exits
+    drawn = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its side
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+        assert proc.wait(120) == 0, drawn[-500:]
+    assert b"replaying" in drawn
+    assert b"counter.py:16" not in drawn  # the hits went where stdout goes, not to the bar
+    assert len(out.read_text().splitlines()) == 12_000
