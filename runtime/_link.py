@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from ._home import Home, InstanceRecord
+from ._paced import PacedWriter
 from ._protocol import Closed, Connection, Event, Opened, Received
 from ._schema import PING, PeerMessage, read_ack
 
@@ -52,7 +53,7 @@ class Link:
     def __init__(self, owner: LinkOwner, peer: str) -> None:
         self.owner = owner
         self.peer = peer
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: PacedWriter | None = None
         self._conn: Connection | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -83,9 +84,10 @@ class Link:
                 initiator=True,
                 last_from=owner.durable_from,
             )
-            writer.write(conn.start())
+            paced = PacedWriter(writer)  # every frame of this connection goes through it
+            paced.write(conn.start())
             try:
-                await self._serve(conn, reader, writer)
+                await self._serve(conn, reader, paced)
                 delay = FIRST_DELAY
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
@@ -96,8 +98,7 @@ class Link:
             finally:
                 self._writer = None
                 self._conn = None
-                with contextlib.suppress(Exception):
-                    writer.close()
+                paced.close()
             delay = await self._wait_for_news(record, delay)
 
     async def _wait_for_news(self, seen: InstanceRecord | None, delay: float) -> float:
@@ -111,7 +112,7 @@ class Link:
         return min(delay * 2, float(owner.config.reconnect_max_delay))
 
     async def _serve(
-        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, conn: Connection, reader: asyncio.StreamReader, writer: PacedWriter
     ) -> None:
         beat = self.owner.config.heartbeat_seconds
 
@@ -135,7 +136,7 @@ class Link:
         self,
         conn: Connection,
         reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        writer: PacedWriter,
         watch: QuietWatch,
     ) -> None:
         owner = self.owner
@@ -166,8 +167,7 @@ class Link:
     def close(self) -> None:
         self._task.cancel()
         if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
+            self._writer.close()
 
 
 class QuietWatch:
@@ -197,14 +197,23 @@ class QuietWatch:
         self._handle.cancel()
 
 
+class Writes(Protocol):
+    """Where a connection's answers go: a stream writer, or a link's paced one."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+READ_BYTES: Final = 1 << 20  # read at most this at a time (a pipelined batch is many MiB)
+
+
 async def receive(
     conn: Connection,
     reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    writer: Writes,
     watch: QuietWatch | None,
 ) -> list[Event] | None:
     """Read what arrives, feed it to the protocol, send its answer; None when the peer closed."""
-    data = await reader.read(1 << 16)
+    data = await reader.read(READ_BYTES)
     if not data:
         return None
     if watch is not None:

@@ -37,19 +37,22 @@ _COUNTER: Final = struct.Struct("<Q")
 SMALL_FRAME: Final = 2048  # frames shorter than this are tagged with keyed BLAKE2s
 
 
-def _tag(key: bytes, signed: bytes | memoryview) -> bytes:
-    """A frame's tag: keyed BLAKE2s-256 for a small frame, HMAC-SHA256 for a larger one.
+def _tag(key: bytes, *signed: bytes | memoryview) -> bytes:
+    """A frame's tag over the concatenation of ``signed``: keyed BLAKE2s-256 for a small frame,
+    HMAC-SHA256 for a larger one. The parts are hashed in turn, so a sender need not join its
+    header and its body first (a copy of a pipelined batch of many MiB).
 
     Both are MACs by construction (RFC 7693, RFC 2104). Small frames (a call, a reply, an ack:
     ping-pong traffic) are dominated by the fixed cost, where BLAKE2s is cheapest; large ones (a
     pipelined batch) by throughput, where SHA-256 has the CPU's SHA instructions. Measured here:
     60 bytes, 0.7 us against 1.6 (2.2 with ``hmac.digest``); 256 KiB, 683 us against 229.
     """
-    if len(signed) < SMALL_FRAME:
-        return hashlib.blake2s(signed, key=key).digest()
-    mac = _keyed(key).copy()
-    mac.update(signed)
-    return mac.digest()
+    size = sum(len(part) for part in signed)
+    mac: Any = hashlib.blake2s(key=key) if size < SMALL_FRAME else _keyed(key).copy()
+    for part in signed:
+        mac.update(part)
+    digest: bytes = mac.digest()
+    return digest
 
 
 @functools.lru_cache(maxsize=1024)
@@ -80,8 +83,8 @@ def seal_message(message: Mapping[str, Any], key: bytes, counter: int) -> bytes:
     size = len(body) + SEALED_OVERHEAD
     if size > MAX_MESSAGE:
         raise ValueCodecError(f"message of {len(body)} bytes exceeds the {MAX_MESSAGE} limit")
-    signed = _SEALED_HEAD.pack(size, counter) + body
-    return signed + _tag(key, signed)
+    head = _SEALED_HEAD.pack(size, counter)
+    return b"".join((head, body, _tag(key, head, body)))
 
 
 class MessageDecoder:
@@ -108,7 +111,8 @@ class MessageDecoder:
         self._counter = 0
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if self._failed is None:  # a failed decoder reads nothing more
+            self._buf += data
 
     def _fail(self, why: str) -> WireError:
         self._failed = WireError(why)
@@ -125,17 +129,29 @@ class MessageDecoder:
             raise self._fail(f"message length {size} exceeds the {self._max} limit")
         if len(buf) < 4 + size:
             return None
-        frame = bytes(buf[: 4 + size])
+        # Read in place (a pipelined batch is many MiB: no copy of it is taken), then drop the
+        # frame from the buffer once nothing refers to it.
+        with memoryview(buf) as view:
+            frame = view[: 4 + size]
+            try:
+                message = self._open(frame, size)
+            finally:
+                frame.release()
         del buf[: 4 + size]
+        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+            raise self._fail("a message must be a map with a string 't' (type) key")
+        return message
+
+    def _open(self, frame: memoryview, size: int) -> Any:
+        """The value one whole frame holds, its tag and counter checked once authenticated."""
         key = self._key
         if key is None:
-            body: bytes | memoryview = memoryview(frame)[4:]
+            body = frame[4:]
         else:
             if size <= SEALED_OVERHEAD:
                 raise self._fail(f"a sealed message of {size} bytes is too short")
-            view = memoryview(frame)
             end = 4 + size - TAG_BYTES
-            if not hmac.compare_digest(_tag(key, view[:end]), view[end:]):
+            if not hmac.compare_digest(_tag(key, frame[:end]), frame[end:]):
                 raise self._fail(
                     "message authentication failed: the frame was altered in flight or was not "
                     "sent by the peer"
@@ -147,15 +163,14 @@ class MessageDecoder:
                     "reordered or dropped in flight"
                 )
             self._counter += 1
-            body = view[12:end]
+            body = frame[12:end]
         try:
-            message = unpack_value(body)  # type: ignore[arg-type]
+            return unpack_value(body)  # type: ignore[arg-type]
         except ValueCodecError as exc:
             self._failed = WireError(f"undecodable message: {exc}")
             raise self._failed from exc
-        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-            raise self._fail("a message must be a map with a string 't' (type) key")
-        return message
+        finally:
+            body.release()
 
     def messages(self) -> list[dict[str, Any]]:
         """All whole messages buffered now."""
