@@ -30,6 +30,7 @@ from ._meta import META_NAME, LogMeta
 from ._segment import (
     SEGMENT_HEADER_SIZE,
     Damage,
+    may_have_zero_tail,
     parse_segment_header,
     parse_segment_name,
     scan_segment,
@@ -59,6 +60,10 @@ class CatchUp:
     fence: Fence = field(default_factory=Fence)
     void_tail: bool = False
     """The scan of ``end_segment`` stopped at void bytes: the segment must not be appended to."""
+    proven_end: int = 0
+    """How far ``end_segment``'s bytes were read and found to be sound frames up to
+    ``end_offset`` and zeros after it (FORMAT.md 3.1): a writer may append at ``end_offset`` only
+    if the file is no longer than this, so it never writes after bytes it has not seen are zero."""
 
 
 def list_segments(log_dir: Path) -> list[SegmentFile]:
@@ -134,6 +139,15 @@ def read_from(path: Path, offset: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read()
+
+
+def segment_may_have_zero_tail(path: Path) -> bool:
+    """Whether the segment at ``path`` has a sound version-2 header (FORMAT.md 3.1)."""
+    try:
+        with open(path, "rb") as f:
+            return may_have_zero_tail(f.read(SEGMENT_HEADER_SIZE))
+    except OSError:
+        return False
 
 
 def segment_header_damage(seg: SegmentFile, data: bytes, *, is_last: bool) -> Damage | None:
@@ -385,6 +399,7 @@ def catch_up(
             offset = 0
             prev_epoch = None
         buf = read_from(seg.path, offset)
+        zero_tail = may_have_zero_tail(buf) if offset == 0 else segment_may_have_zero_tail(seg.path)
         if offset == 0:
             bad = segment_header_damage(seg, buf, is_last=is_last)
             if bad is not None:
@@ -408,6 +423,7 @@ def catch_up(
             is_last=is_last,
             fence=fence,
             prev_epoch=prev_epoch if offset > SEGMENT_HEADER_SIZE else None,
+            zero_tail=zero_tail,
         )
         locs = []
         for ref in result.frames:
@@ -430,6 +446,8 @@ def catch_up(
         state.next_lsn = result.next_lsn
         state.end_segment, state.end_offset = seg, offset + result.end_offset
         state.void_tail = result.void_at is not None
+        whole = not result.damage and result.void_at is None
+        state.proven_end = offset + len(buf) if whole else state.end_offset
         for j in range(0, len(locs), _INDEX_BATCH):
             chunk = locs[j : j + _INDEX_BATCH]
             last = chunk[-1]

@@ -20,13 +20,16 @@ from ._errors import FormatVersionError, NotALogError
 
 META_NAME: Final = "meta.json"
 META_FORMAT: Final = "immortals-log"
-META_VERSION: Final = 2
+META_VERSION: Final = 3
 """The highest ``format_version`` this reader knows (FORMAT.md 6)."""
 PLAIN_VERSION: Final = 1
 """What a log without a fence file says: it is exactly a version-1 log."""
 FENCED_VERSION: Final = 2
 """What a log with a fence file says, so that readers which predate the void rule (8.1) refuse
 it instead of serving a fenced-out writer's records."""
+ZERO_TAIL_VERSION: Final = 3
+"""What a log says once it may hold version-2 segments (preallocated, with a zero tail: FORMAT.md
+3.1), so that readers which would take a zero tail for a torn tail or corruption refuse it."""
 FENCE_NAME: Final = "fence"
 
 
@@ -104,24 +107,44 @@ def read_meta(log_dir: Path) -> LogMeta:
     return LogMeta.from_json(data, where=str(path))
 
 
-def write_meta(log_dir: Path, meta: LogMeta) -> None:
-    """Replace ``meta.json`` atomically; version 2 once the log has a fence file (8.1).
+def _written_version(log_dir: Path) -> int:
+    """The ``format_version`` the current ``meta.json`` says (0 if there is none to read)."""
+    try:
+        version = json.loads((log_dir / META_NAME).read_text("utf-8")).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return version if isinstance(version, int) else 0
+
+
+def write_meta(log_dir: Path, meta: LogMeta, *, at_least: int = PLAIN_VERSION) -> None:
+    """Replace ``meta.json`` atomically; version 2 once the log has a fence file (8.1), 3 once
+    it may hold preallocated segments (3.1). The version never goes down: a log that may hold a
+    zero tail keeps saying so when a taker or a code version rewrites the file.
 
     The temporary name is unique to the process: a taker marking the version and a writer
     recording a code version may write at once, and must not write into the same file.
     """
     tmp = log_dir / f"{META_NAME}.{os.getpid()}.tmp"
     fenced = (log_dir / FENCE_NAME).exists()
-    version = FENCED_VERSION if fenced else PLAIN_VERSION
+    version = max(
+        FENCED_VERSION if fenced else PLAIN_VERSION,
+        at_least,
+        min(_written_version(log_dir), META_VERSION),
+    )
     data = json.dumps(meta.to_json(format_version=version), indent=2, sort_keys=True).encode()
     replace_file(log_dir / META_NAME, data, tmp=tmp)
 
 
 def mark_fenced(log_dir: Path) -> None:
     """Raise ``meta.json`` to version 2 if it still says 1 (called after a fence entry)."""
-    raw = json.loads((log_dir / META_NAME).read_text("utf-8"))
-    if raw.get("format_version") != FENCED_VERSION:
+    if _written_version(log_dir) < FENCED_VERSION:
         write_meta(log_dir, read_meta(log_dir))
+
+
+def mark_zero_tail(log_dir: Path) -> None:
+    """Raise ``meta.json`` to version 3 if it says less (before a version-2 segment is made)."""
+    if _written_version(log_dir) < ZERO_TAIL_VERSION:
+        write_meta(log_dir, read_meta(log_dir), at_least=ZERO_TAIL_VERSION)
 
 
 def replace_file(

@@ -41,7 +41,7 @@ from ._files import (
 from ._frame import HEADER_SIZE, decode_frame, raw_body
 from ._index import FrameLoc, LogIndex
 from ._meta import LogMeta, read_meta
-from ._segment import SEGMENT_HEADER_SIZE, Damage, scan_segment
+from ._segment import SEGMENT_HEADER_SIZE, Damage, may_have_zero_tail, scan_segment
 from ._values import unpack_nth, unpack_values
 
 _FRAME_CACHE: Final = 16
@@ -393,6 +393,7 @@ class LogReader:
             is_last=True,
             stop_at_tail=True,
             fence=fence,
+            zero_tail=may_have_zero_tail(data),
         )
         sound = next(
             (r for r in result.frames if r.header.first_lsn <= lsn <= r.header.last_lsn), None

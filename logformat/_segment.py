@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from ._fence import Fence
 
 SEGMENT_MAGIC: Final = b"IMLOGSEG"
-SEGMENT_READ_VERSION: Final = 1
-SEGMENT_WRITE_VERSION: Final = 1
+SEGMENT_READ_VERSION: Final = 2
+"""The highest segment ``read_version`` this reader knows (FORMAT.md 3)."""
+SEGMENT_WRITE_VERSION: Final = 2
+PLAIN_SEGMENT_VERSION: Final = 1
+"""A segment whose file ends where its last frame ends."""
+ZERO_TAIL_SEGMENT_VERSION: Final = 2
+"""A segment whose file may end in zero bytes after its last frame (FORMAT.md 3.1): the writer
+preallocated it, so that an append's fdatasync does not also have to record a new file size."""
 SEGMENT_HEADER_SIZE: Final = 32
 SEGMENT_SUFFIX: Final = ".seg"
 
@@ -46,11 +52,15 @@ def parse_segment_name(name: str) -> int | None:
     return int(stem)
 
 
-def encode_segment_header(first_lsn: int) -> bytes:
+def encode_segment_header(first_lsn: int, *, zero_tail: bool = True) -> bytes:
+    """The 32-byte header of a version-2 segment (it may end in a zero tail, FORMAT.md 3.1), or
+    with ``zero_tail=False`` of a version-1 one (what a writer that does not preallocate makes,
+    so that its logs stay readable by readers of version 1)."""
+    version = ZERO_TAIL_SEGMENT_VERSION if zero_tail else PLAIN_SEGMENT_VERSION
     head = _SEG_HEADER.pack(
         SEGMENT_MAGIC,
-        SEGMENT_READ_VERSION,
-        SEGMENT_WRITE_VERSION,
+        version,
+        version,
         SEGMENT_HEADER_SIZE,
         first_lsn,
         0,
@@ -64,6 +74,38 @@ class SegmentHeader:
     write_version: int
     header_size: int
     first_lsn: int
+
+    @property
+    def zero_tail(self) -> bool:
+        """Whether zero bytes after the last frame are the end of data (FORMAT.md 3.1)."""
+        return self.read_version >= ZERO_TAIL_SEGMENT_VERSION
+
+
+def may_have_zero_tail(buf: ByteView) -> bool:
+    """Whether the segment whose first bytes are ``buf`` may end in a zero tail (False when its
+    header does not check out: a zero tail is only ever believed on a sound version-2 header)."""
+    try:
+        return parse_segment_header(buf[:SEGMENT_HEADER_SIZE]).zero_tail
+    except (FrameError, FormatVersionError):
+        return False
+
+
+_ZEROS: Final = bytes(1 << 16)
+
+
+def is_zero_tail(buf: ByteView, offset: int) -> bool:
+    """Whether every byte of ``buf`` from ``offset`` to its end is zero (and there is one).
+
+    Compared a piece at a time against zeros (``startswith`` is a memcmp, no copy): a reader
+    catching up checks up to a preallocation chunk of zeros on every look, so this must be cheap
+    (about 30 us per MiB here, where ``bytes.count`` took 1.4 ms).
+    """
+    size = len(buf)
+    if offset >= size or buf[offset] != 0:
+        return False
+    view = memoryview(buf)
+    step = len(_ZEROS)
+    return all(_ZEROS.startswith(view[at : at + step]) for at in range(offset, size, step))
 
 
 def parse_segment_header(buf: ByteView) -> SegmentHeader:
@@ -118,6 +160,9 @@ class ScanResult:
     end_offset: int = SEGMENT_HEADER_SIZE
     next_lsn: int = 0
     damage: list[Damage] = field(default_factory=list)
+    zero_tail_at: int | None = None
+    """Where a zero tail begins (FORMAT.md 3.1), if the segment ends in one: the end of its data,
+    neither a torn tail nor corruption."""
     void_at: int | None = None
     """Where void bytes begin (a fenced-out writer's frames, sound or torn), if the scan met any:
     the segment is read as if it ended there, and no writer may append to it again."""
@@ -165,6 +210,7 @@ def scan_segment(
     stop_at_tail: bool = False,
     fence: Fence | None = None,
     prev_epoch: int | None = None,
+    zero_tail: bool = False,
 ) -> ScanResult:
     """Walk the frames of one segment's bytes from ``start_offset``.
 
@@ -176,12 +222,20 @@ def scan_segment(
     With a ``fence`` that has begins, the scan ends quietly where void bytes start (see
     :func:`void_here`); ``prev_epoch`` is the epoch of the frame just before ``start_offset`` in
     this segment, when the scan does not start at the segment's first frame.
+
+    With ``zero_tail`` (a version-2 segment, :func:`may_have_zero_tail`), bytes that are all zero
+    from where the next frame would start to the end of ``buf`` end the scan quietly
+    (``zero_tail_at``): the preallocated rest of the file. Zeros followed by anything else are
+    judged as before: a torn tail when no sound frame follows in the last segment, else corruption.
     """
     result = ScanResult(end_offset=start_offset, next_lsn=expected_lsn)
     offset = start_offset
     size = len(buf)
     check_void = fence is not None and fence.lowest_begin is not None
     while offset < size:
+        if zero_tail and buf[offset] == 0 and is_zero_tail(buf, offset):
+            result.zero_tail_at = offset  # no frame starts with a zero byte (its magic is IMFR)
+            return result
         if check_void:
             assert fence is not None
             last_epoch = result.frames[-1].header.epoch if result.frames else prev_epoch

@@ -23,7 +23,7 @@ from ._files import (
 )
 from ._frame import HEADER_SIZE, decode_body
 from ._meta import LogMeta, read_meta
-from ._segment import SEGMENT_HEADER_SIZE, Damage, scan_segment
+from ._segment import SEGMENT_HEADER_SIZE, Damage, may_have_zero_tail, scan_segment
 from ._writer import LOCK_NAME
 
 
@@ -123,6 +123,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
             expected = seg.first_lsn
         offset = SEGMENT_HEADER_SIZE
         last_epoch: int | None = None
+        zero_tail = may_have_zero_tail(data)
         while True:
             result = scan_segment(
                 data,
@@ -131,6 +132,7 @@ def verify_log(path: str | os.PathLike[str]) -> VerifyReport:
                 is_last=is_last,
                 fence=fence,
                 prev_epoch=last_epoch if offset > SEGMENT_HEADER_SIZE else None,
+                zero_tail=zero_tail,
             )
             for ref in result.frames:
                 last_epoch = ref.header.epoch

@@ -10,11 +10,17 @@ FORMAT.md 8.1): ``open(take_over=True)``, and every append first checks the fenc
 Durability: one :meth:`LogWriter.append` is one ``write`` of all its frames and one
 ``fdatasync`` (enough, because only data and the file size change; a new segment also fsyncs the
 directory). ``sync=False`` skips both fsyncs, for tests and for unprotected baselines.
+
+Preallocation (FORMAT.md 3.1): a synced writer makes each new segment a version-2 segment and
+extends it ahead of the data in chunks of ``preallocate`` bytes (``posix_fallocate``: the file
+reads as zeros there), so most appends' ``fdatasync`` need not record a new file size (about 30%
+less latency on ext4 here). Readers take the zeros after the last frame as the end of the data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import itertools
 import os
@@ -46,21 +52,26 @@ from ._files import (
     checkpoint_infos,
     live_segments,
     missing_records,
+    segment_may_have_zero_tail,
     sync_index_with_fence,
 )
 from ._frame import HEADER_SIZE, FrameEncoder
 from ._index import Coverage, FrameLoc, LogIndex, replace_index
-from ._meta import LogMeta, fsync_dir, read_meta, write_meta
+from ._meta import LogMeta, fsync_dir, mark_zero_tail, read_meta, write_meta
 from ._segment import (
     SEGMENT_HEADER_SIZE,
     Damage,
     encode_segment_header,
+    may_have_zero_tail,
     scan_segment,
     segment_name,
 )
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_PREALLOCATE: Final = 1024 * 1024
+"""How far ahead of its data a synced writer keeps a segment allocated (FORMAT.md 3.1): one file
+growth per this many bytes appended, and at most this many zero bytes left at a segment's end."""
 LOCK_NAME: Final = "LOCK"
 
 _fsync = getattr(os, "fdatasync", os.fsync)
@@ -73,7 +84,8 @@ class Appended:
     ``first_lsn..last_lsn`` are the LSNs its records got (for an empty append, ``last_lsn`` is
     ``first_lsn - 1`` and nothing was written). ``bytes_written`` is every byte the call wrote to
     segment files: all of its frames, plus the header of the new segment when the append filled
-    the current one and rolled over. Summed over appends it is the growth of the segment files.
+    the current one and rolled over. Summed over appends it is the growth of the segment files'
+    data (of the files themselves when nothing is preallocated; a zero tail is not data).
     """
 
     first_lsn: int
@@ -140,6 +152,7 @@ class LogWriter:
         max_frame_bytes: int,
         fault_hook: Callable[[str], None] | None = None,
         take_over: bool = False,
+        preallocate: int = 0,
     ) -> None:
         self.path = log_dir
         self.take_over = take_over
@@ -155,6 +168,9 @@ class LogWriter:
         self._fd = -1
         self._segment: SegmentFile | None = None
         self._offset = 0
+        self._preallocate = preallocate
+        self._allocated = 0  # the file size of the open segment (its data and any zero tail)
+        self._zero_tail = False  # whether the open segment is a version-2 one
         self.next_lsn = 1
         self.max_epoch = 0
         self._last_wall_ns = 0
@@ -176,6 +192,7 @@ class LogWriter:
         fault_hook: Callable[[str], None] | None = None,
         take_over: bool = False,
         lock_fd: int | None = None,
+        preallocate: int | None = None,
     ) -> LogWriter:
         """Open (or, given ``create``, create) the log at ``path`` for appending.
 
@@ -194,6 +211,10 @@ class LogWriter:
         ``lock_fd``: an fd of ``LOCK`` on which the caller already holds the writer lock (a
         standby that waited on it); the writer owns it from now on. Taking it anew would hand
         the lock to the next process waiting for it.
+
+        ``preallocate``: bytes a new segment is allocated ahead of its data (FORMAT.md 3.1); the
+        default is :data:`DEFAULT_PREALLOCATE` with ``sync`` and 0 without (it only saves fsync
+        work). 0 writes version-1 segments, which end where their last frame ends.
         """
         log_dir = Path(path)
         if take_over:
@@ -224,6 +245,9 @@ class LogWriter:
             max_frame_bytes=max_frame_bytes,
             fault_hook=fault_hook,
             take_over=take_over,
+            preallocate=(DEFAULT_PREALLOCATE if sync else 0)
+            if preallocate is None
+            else preallocate,
         )
         try:
             writer._recover()
@@ -304,9 +328,11 @@ class LogWriter:
             if (
                 newest is not None
                 and newest == state.end_segment
-                and os.path.getsize(newest.path) == state.end_offset
+                and not state.void_tail
+                and os.path.getsize(newest.path) in (state.end_offset, state.proven_end)
             ):
-                self._open_segment(newest, create=False)
+                # Its bytes after the last frame, if any, were read and are zeros (3.1).
+                self._open_segment(newest, create=False, at=state.end_offset)
             else:
                 # No segment yet, or the newest ends in void bytes (a fenced-out writer's): a
                 # writer never appends after those, it starts the next segment.
@@ -355,24 +381,69 @@ class LogWriter:
         assert self._watch is not None
         data = seg.path.read_bytes()
         result = scan_segment(
-            data, expected_lsn=seg.first_lsn, is_last=True, fence=self._watch.fence
+            data,
+            expected_lsn=seg.first_lsn,
+            is_last=True,
+            fence=self._watch.fence,
+            zero_tail=may_have_zero_tail(data),
         )
         return not result.frames and all(d.kind == "torn-tail" for d in result.damage)
 
-    def _open_segment(self, seg: SegmentFile, *, create: bool = True) -> None:
+    def _open_segment(self, seg: SegmentFile, *, create: bool = True, at: int = 0) -> None:
+        """Open ``seg`` for appending at ``at`` (a new one: create it, after its header).
+
+        A new segment is a version-2 one when this writer preallocates: ``meta.json`` says
+        version 3 first, then the header is written and made durable, and only then is the file
+        extended with zeros, so a crash never leaves a long file without a header.
+        """
+        zero_tail = self._preallocate > 0
         if create:
+            if zero_tail:
+                mark_zero_tail(self.path)  # before the file exists: old readers must refuse
             fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, encode_segment_header(seg.first_lsn))
-            if self.sync:
-                os.fsync(fd)
-                fsync_dir(self.path)
+            try:
+                os.write(fd, encode_segment_header(seg.first_lsn, zero_tail=zero_tail))
+                if self.sync:
+                    os.fsync(fd)
+                    fsync_dir(self.path)
+                if zero_tail:
+                    self._extend(fd, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE)
+                    if self.sync:
+                        os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            at = SEGMENT_HEADER_SIZE
         else:
             fd = os.open(seg.path, os.O_WRONLY)
+            zero_tail = segment_may_have_zero_tail(seg.path)
         if self._fd >= 0:
             os.close(self._fd)  # only once the next one is open: a failed create keeps it
         self._fd = fd
         self._segment = seg
-        self._offset = os.lseek(fd, 0, os.SEEK_END)
+        self._zero_tail = zero_tail
+        self._allocated = os.fstat(fd).st_size
+        self._offset = os.lseek(fd, at, os.SEEK_SET)
+
+    def _extend(self, fd: int, allocated: int, need: int) -> int:
+        """Allocate the segment (file size ``allocated``) with zeros to past ``need`` bytes.
+
+        Ahead by ``preallocate`` bytes, but not past the segment size unless ``need`` is: the
+        zero tail a segment is sealed with stays below one chunk. Returns the new file size.
+        """
+        target = max(need, min(need + self._preallocate, self._segment_size))
+        if target <= allocated:
+            return allocated
+        try:
+            os.posix_fallocate(fd, allocated, target - allocated)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            zeros = bytes(min(target - allocated, 1 << 20))  # no fallocate here: write zeros
+            at = allocated
+            while at < target:
+                at += os.pwrite(fd, zeros[: target - at], at)
+        return target
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -426,6 +497,13 @@ class LogWriter:
         assert self._segment is not None
         written = 0
         view = memoryview(data)
+        end = self._offset + len(data)
+        if end > self._allocated:
+            if self._zero_tail and self._preallocate:
+                # One file growth per chunk, fsynced with this append's data.
+                self._allocated = self._extend(self._fd, self._allocated, end)
+            else:
+                self._allocated = end
         if self._fault_hook is not None:  # crash tests: stop with half a frame on disk
             written = os.write(self._fd, view[: len(data) // 2])
             self._fault_hook("mid-frame")

@@ -20,7 +20,7 @@ from types import FunctionType
 from typing import Any
 
 from ._apps import load_app
-from ._coordinator import CoordinatorConfig
+from ._coordinator import CHECKPOINT_REPLAY_SECONDS, CoordinatorConfig
 from ._errors import AppInitError, ImmortalsError, InstanceError
 from ._home import Home, check_name, not_writable
 from ._keys import DEFAULT_RETENTION
@@ -86,7 +86,7 @@ def add_instance_options(p: argparse.ArgumentParser, *, live_upgrade: bool = Fal
     p.add_argument(
         "--checkpoint-replay-seconds",
         type=float,
-        default=0.5,
+        default=CHECKPOINT_REPLAY_SECONDS,
         metavar="S",
         help=(
             "also checkpoint once replaying the steps since the last checkpoint would take S "

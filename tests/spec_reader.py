@@ -64,8 +64,8 @@ class Frame:
     records: list[Any]
 
 
-def read_segment_header(data: bytes) -> int:
-    """The segment's first LSN (section 3)."""
+def read_segment_header(data: bytes) -> tuple[int, int]:
+    """The segment's first LSN and its read_version (section 3; 2: it may have a zero tail)."""
     if len(data) < 32 or data[:8] != b"IMLOGSEG":
         raise SpecError("not a segment")
     read_version, _write_version, header_size, first_lsn, reserved, crc = struct.unpack_from(
@@ -73,11 +73,11 @@ def read_segment_header(data: bytes) -> int:
     )
     if _crc(data[:28]) != crc:
         raise SpecError("segment header CRC")
-    if read_version > 1:
+    if read_version > 2:
         raise SpecError("needs a newer reader")
     if header_size != 32 or reserved != 0:
         raise SpecError("segment header fields")
-    return int(first_lsn)
+    return int(first_lsn), int(read_version)
 
 
 def read_frame(data: bytes, offset: int) -> tuple[Frame, int] | None:
@@ -124,6 +124,7 @@ class SegmentRead:
     end: int  # where the sound part ends
     torn: bool  # an unsound tail with no sound frame after it
     void: bool = False  # the rest is a fenced-out writer's (section 8.1)
+    zero_tail: bool = False  # the rest is zeros in a version-2 segment (section 3.1)
 
 
 def read_fence(path: Path) -> list[tuple[int, int, int]]:
@@ -182,9 +183,11 @@ def _void_at(
 
 def read_segment(data: bytes, fence: list[tuple[int, int, int]] | None = None) -> SegmentRead:
     """Every sound frame; at damage, apply the torn-tail rule of section 7; stop at void bytes."""
-    first = read_segment_header(data)
+    first, version = read_segment_header(data)
     expected, offset, frames = first, 32, []
     while offset < len(data):
+        if version >= 2 and not any(data[offset:]):  # 3.1: zeros to the end are no data
+            return SegmentRead(first, frames, offset, False, zero_tail=True)
         if fence and _void_at(fence, data, offset, expected, frames[-1].epoch if frames else None):
             return SegmentRead(first, frames, offset, False, True)
         found = read_frame(data, offset)
@@ -204,8 +207,9 @@ def read_segment(data: bytes, fence: list[tuple[int, int, int]] | None = None) -
 def read_log(path: Path) -> list[tuple[int, Any]]:
     """(lsn, record) for every record of a log directory, in order."""
     meta = json.loads((path / "meta.json").read_text("utf-8"))
-    if meta["format"] != "immortals-log" or meta["format_version"] > 2:
-        raise SpecError("not a version-1 or version-2 log")  # 2: it has a fence file (8.1)
+    if meta["format"] != "immortals-log" or meta["format_version"] > 3:
+        # 2: it has a fence file (8.1); 3: it may hold segments with a zero tail (3.1)
+        raise SpecError("not a log of version 1, 2 or 3")
     fence = read_fence(path)
     out: list[tuple[int, Any]] = []
     names = []
