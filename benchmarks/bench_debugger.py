@@ -128,7 +128,9 @@ async def merged_times(dirs: list[Path], rng: random.Random, moves: int) -> dict
         indexed = time.perf_counter() - started
 
         async def until_shown(position: int) -> None:
-            await _until(lambda: _shows_cut(app, position), timeout=600)
+            await _until(lambda: _shows_cut(app, position) or app._exception is not None, 600)
+            if app._exception is not None:
+                raise app._exception
             await pilot.pause()
 
         candidates = rng.sample(range(2, merged.count), moves * 4)

@@ -151,8 +151,13 @@ class History:
         *,
         app: str | None = None,
         home: str | os.PathLike[str] = ".immortals",
+        snapshot_every: int = 1000,
     ) -> None:
+        """``snapshot_every``: how far apart the background index spills snapshots (a jump
+        replays at most that many steps); the merged view, which replays one instance per
+        cut, asks for them closer."""
         self.log_dir: Path = open_log_dir(source, home)
+        self.snapshot_every = snapshot_every
         self.reader = LogReader(self.log_dir)
         self.instance = self.reader.meta.instance
         self.app_spec = app or self.reader.meta.app
@@ -163,7 +168,9 @@ class History:
         self.app_error: str | None = None
         self.replayer: Replayer | None = None
         try:
-            self.replayer = Replayer(self.log_dir, app=app, spill=True)
+            self.replayer = Replayer(
+                self.log_dir, app=app, spill=True, snapshot_every=snapshot_every
+            )
         except ImmortalsError as exc:
             self.app_error = str(exc)
         self.checkpoints: set[int] = set()
@@ -444,7 +451,12 @@ class History:
         try:
             with (
                 self._noting_damage(),
-                Replayer(self.log_dir, app=self.replayer.app.spec, spill=True) as indexer,
+                Replayer(
+                    self.log_dir,
+                    app=self.replayer.app.spec,
+                    spill=True,
+                    snapshot_every=self.snapshot_every,
+                ) as indexer,
             ):
                 indexer.verify(to_lsn=self.last_lsn, progress=progress)
         finally:

@@ -25,6 +25,7 @@ from ._history import BLOCK, Breakpoint, History, Row, Watch
 
 FIRST_MERGE = 2048  # steps merged before the first screen (a screen shows about 40)
 CHUNK = 8192  # steps merged per turn of the background merge
+MIN_SNAPSHOT_EVERY = 100  # a cut replays each instance: n instances get snapshots 1000 / n apart
 CUTS_KEPT = 256  # instances' states at a cut kept (see MergedHistory.cut_states)
 
 COLOURS = ["#61afef", "#e5c07b", "#98c379", "#c678dd", "#e06c75", "#56b6c2", "#d19a66"]
@@ -86,9 +87,10 @@ class MergedHistory:
         home: str | os.PathLike[str] = ".immortals",
     ) -> None:
         self.histories: list[History] = []
+        every = max(MIN_SNAPSHOT_EVERY, 1000 // max(1, len(sources)))
         try:
             for source in sources:
-                history = History(source, home=home)
+                history = History(source, home=home, snapshot_every=every)
                 if any(h.instance == history.instance for h in self.histories):
                     history.close()
                     raise ImmortalsError(

@@ -78,8 +78,19 @@ class SnapshotCache:
         return len(self._lsns)
 
     def wants(self, lsn: int) -> bool:
-        """Whether a snapshot after step ``lsn`` should be taken (one every ``every`` steps)."""
-        return lsn % self.every == 0 and lsn not in self._memory and lsn not in self._on_disk
+        """Whether a snapshot after step ``lsn`` should be taken: one in every ``every`` steps,
+        the first the replayer is asked about from each multiple of ``every`` on.
+
+        Not only at the multiples: a snapshot needs a quiescent replica, and an instance that
+        awaits one call at a time is suspended after every other step, so a multiple could
+        fall on a suspended step every time (the front and middle of a call chain never got
+        one, and every jump there replayed from the start).
+        """
+        window = lsn - lsn % self.every
+        if window == 0:
+            return False
+        index = bisect.bisect_right(self._lsns, lsn)
+        return index == 0 or self._lsns[index - 1] < window
 
     def put(self, lsn: int, packed: bytes) -> None:
         if lsn in self._memory:

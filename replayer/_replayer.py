@@ -29,7 +29,7 @@ from runtime._errors import AppLoadError, CheckpointFormatError, ImmortalsError,
 from runtime._executor import app_state
 from runtime._home import DEFAULT_HOME, resolve_log
 from runtime._replica import Replica
-from runtime._schema import is_call, message_fields, read_checkpoint
+from runtime._schema import checkpoint_payload, is_call, message_fields, read_checkpoint
 from runtime._versions import CodeBook
 
 from ._cache import SnapshotCache, spill_folder
@@ -615,7 +615,14 @@ class Replayer:
             and replica.keep_streams
             and replica.quiescent
         ):
-            self.cache.put(lsn, pack_value(replica.checkpoint()))
+            # Only the streams' numbers: acknowledgements are not logged, so a replayed outbox
+            # holds every message the instance ever sent, and outside callers' results run to
+            # 100,000 entries; a snapshot grew with the history (restoring one at step 270,000
+            # of a call chain took 0.3 s, indexing it was quadratic). Nothing a replayer does
+            # reads either; checkpoints are written by the node from its own streams, not here.
+            streams = {"seq_in": dict(replica.streams.seq_in)}
+            payload = checkpoint_payload(replica.executor.snapshot(), streams)
+            self.cache.put(lsn, pack_value(payload))
 
 
 _UNSET = object()
