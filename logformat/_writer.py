@@ -69,7 +69,7 @@ from ._segment import (
 
 DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
-DEFAULT_PREALLOCATE: Final = 1024 * 1024
+DEFAULT_PREALLOCATE: Final = 256 * 1024
 """How far ahead of its data a synced writer keeps a segment allocated (FORMAT.md 3.1): one file
 growth per this many bytes appended, and at most this many zero bytes left at a segment's end."""
 LOCK_NAME: Final = "LOCK"

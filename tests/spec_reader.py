@@ -184,7 +184,8 @@ def _void_at(
 def read_segment(data: bytes, fence: list[tuple[int, int, int]] | None = None) -> SegmentRead:
     """Every sound frame; at damage, apply the torn-tail rule of section 7; stop at void bytes."""
     first, version = read_segment_header(data)
-    expected, offset, frames = first, 32, []
+    expected, offset = first, 32
+    frames: list[Frame] = []
     while offset < len(data):
         if version >= 2 and not any(data[offset:]):  # 3.1: zeros to the end are no data
             return SegmentRead(first, frames, offset, False, zero_tail=True)

@@ -176,7 +176,9 @@ def test_a_bit_flipped_in_the_zero_tail_is_seen_and_cut_by_the_writer(
     assert [d.kind for d in sealed.damage] == ["corrupt"] and sealed.damage[0].offset == end
     log = make_log(tmp_path_factory.mktemp("flip"), segment)
     report = verify_log(log)
-    assert [d.damage.kind for d in report.damaged] == ["torn-tail"], report.describe()
+    assert [d.damage.kind for d in report.damaged] == ["torn-tail"], [
+        d.describe() for d in report.damaged
+    ]
     assert report.damaged[0].damage.offset == end
     with LogReader(log) as reader:
         assert reader.last_lsn == next_lsn - 1
@@ -341,7 +343,7 @@ def test_a_zombie_writing_into_its_preallocated_tail_after_a_takeover_is_void(
     expected = values_upto(7)
     assert read_values(log) == expected
     report = verify_log(log)
-    assert report.damaged == [] and report.last_lsn == 7, report.describe()
+    assert report.damaged == [] and report.last_lsn == 7, [d.describe() for d in report.damaged]
     assert spec_reader.read_log(log) == list(enumerate(expected, start=1))
     b.close()
     a.close()
