@@ -162,7 +162,7 @@ def run_merged(
     *, quick: bool, out_dir: Path, console: Console, progress: Progress
 ) -> dict[str, Any]:
     per_instance = 5_000 if quick else 300_000
-    moves = 10 if quick else 40
+    moves = 6 if quick else 40
     rng = random.Random(18)
     with tempfile.TemporaryDirectory(prefix="immortals-debug-multi-") as tmp:
         task = progress.add_task(f"writing 3 logs of {per_instance:,} steps", total=None)

@@ -185,6 +185,8 @@ class MergedDebuggerApp(DebuggerApp):
         position = lsn
         ref = merged.step(position)
         history = merged.history(ref.instance)
+        if merged.cached_row(position) is None:
+            merged.load_rows(position)  # the selected row shows with its panes, whatever else loads
         mark = self.timeline.mark if self.diff_mode else None
         view: StepView | None = None
         failure = None
@@ -208,6 +210,8 @@ class MergedDebuggerApp(DebuggerApp):
             return  # the user moved on meanwhile
         self.cut = cut
         self.cut_at = position
+        self.timeline.refresh()
+        self._update_status()
         if view is not None:
             self._show(position, view)
         else:
@@ -215,6 +219,11 @@ class MergedDebuggerApp(DebuggerApp):
             self.source_view.show(None, set(), message)
             self.effects_view.show_message(message)
             self._show_state()
+
+    def _show_failure(self, lsn: int, message: str) -> None:
+        super()._show_failure(lsn, message)
+        if lsn == self.timeline.cursor:
+            self.notify(message, severity="error")  # the panes say it too; a toast is seen
 
     def _show(self, lsn: int, view: StepView) -> None:
         if lsn != self.timeline.cursor:
