@@ -29,6 +29,7 @@ from runtime._errors import ImmortalsError
 from ._dialogs import ErrorScreen, HelpScreen, Prompt
 from ._effects import EffectsView
 from ._history import Breakpoint, History, StepView, Watch
+from ._logpoints import LogpointSet
 from ._source import SourceView
 from ._state import StateView
 from ._status import StatusLine
@@ -98,6 +99,8 @@ class DebuggerApp(App[None]):
         Binding("x", "clear_breakpoints", "clear breakpoints", show=False),
         Binding("w", "add_watch", "watch", show=False),
         Binding("W", "where_changed", "where changed", show=False),
+        Binding("l", "add_logpoint", "logpoint", show=False),
+        Binding("L", "clear_logpoints", "clear logpoints", show=False),
         Binding("m", "mark", "mark", show=False),
         Binding("d", "toggle_diff", "diff", show=False),
         Binding("slash", "search", "search", show=False),
@@ -129,6 +132,9 @@ class DebuggerApp(App[None]):
         except (ImmortalsError, LogError) as exc:
             self.open_error = str(exc)
         self._init_session(index)
+        self.logpoints = LogpointSet(source, app=app, home=home)
+        self.logpoint_error: str | None = None
+        """Why the last logpoint asked for was refused (also shown as a notice)."""
 
     def _init_session(self, index: bool) -> None:
         """What a session keeps besides its history (the merged view keeps the same)."""
@@ -270,7 +276,11 @@ class DebuggerApp(App[None]):
         ran = {line.line for line in view.trace}
         self.source_view.show(view.handler, ran, "no app code ran in this step")
         self._show_state()
-        self.effects_view.show_step(view.step)
+        self.effects_view.show_step(view.step, self._logpoint_lines(lsn))
+
+    def _logpoint_lines(self, lsn: int) -> list[str]:
+        logpoints = getattr(self, "logpoints", None)  # the merged view has none
+        return logpoints.lines_at(lsn) if logpoints is not None else []
 
     def _show_state(self) -> None:
         view = self.view
@@ -495,6 +505,79 @@ class DebuggerApp(App[None]):
         self.timeline.watch_values.update(values)
         self.timeline.refresh()
 
+    # -- logpoints: prints added to the past ----------------------------------------------------
+
+    def action_add_logpoint(self) -> None:
+        self.push_screen(
+            Prompt(
+                "Logpoint: a print added to the past (FILE:LINE EXPR):",
+                placeholder="counter.py:17 self.count * 2",
+            ),
+            self._add_logpoint,
+        )
+
+    def _add_logpoint(self, text: str | None) -> None:
+        if text:
+            self.logpoint_error = None
+            self.logpoints.cancel()  # the pass under way is for the set without this one
+            self._run_logpoints(text)
+
+    @work(thread=True, exclusive=True, group="logpoints")
+    def _run_logpoints(self, spec: str | None) -> None:
+        """Check ``spec`` (None: none to add) against the app's code versions, then re-execute
+        the history for every logpoint; the columns fill while it runs."""
+        from replayer import LogpointError
+
+        logpoints = self.logpoints
+        if spec is not None:
+            try:
+                logpoints.add(spec)
+            except LogpointError as exc:
+                self.call_from_thread(self._logpoint_refused, str(exc))
+                return
+            self.call_from_thread(self._logpoints_changed)
+        ticker = self.call_from_thread(self.set_interval, 0.25, self._logpoints_progress)
+        try:
+            done = logpoints.run()
+        finally:
+            self.call_from_thread(ticker.stop)
+        self.call_from_thread(self._logpoints_finished, done.error, done.notes)
+
+    def _logpoint_refused(self, why: str) -> None:
+        self.logpoint_error = why
+        self.notify(why, severity="error", timeout=10)
+
+    def _logpoints_changed(self) -> None:
+        self.timeline.logpoint_columns = self.logpoints.titles()
+        self.timeline.logpoint_cell = self.logpoints.cell
+        self.timeline.refresh()
+
+    def _logpoints_progress(self) -> None:
+        progress = self.logpoints.progress()
+        if progress is not None and progress[1]:
+            self._set_busy(f"logpoints {100 * progress[0] // progress[1]}%")
+        self.timeline.refresh()
+
+    def _logpoints_finished(self, error: str | None, notes: list[str]) -> None:
+        self._set_busy("")
+        if error is not None:
+            self._logpoint_refused(error)
+        for note in notes:
+            self.notify(note, severity="warning", timeout=10)
+        self.timeline.refresh()
+        if self.view is not None:
+            self.effects_view.show_step(self.view.step, self._logpoint_lines(self.view.step.lsn))
+
+    async def logpoints_done(self) -> None:
+        """Wait for the logpoint pass under way (tests, and scripts driving the UI)."""
+        await self.workers.wait_for_complete()
+
+    def action_clear_logpoints(self) -> None:
+        self.logpoints.clear()
+        self._logpoints_changed()
+        if self.view is not None:
+            self.effects_view.show_step(self.view.step, [])
+
     def action_where_changed(self) -> None:
         if not self.watches:
             self.notify("no watch: add one with w", severity="warning")
@@ -658,6 +741,8 @@ class DebuggerApp(App[None]):
             ("Clear breakpoints", "clear_breakpoints", ""),
             ("Add watch", "add_watch", "an expression over state, as a timeline column"),
             ("Where did the watch change?", "where_changed", "previous step that changed it"),
+            ("Add logpoint", "add_logpoint", "FILE:LINE EXPR, its value wherever that line ran"),
+            ("Clear logpoints", "clear_logpoints", ""),
             ("Mark step", "mark", "diff other steps against this one"),
             ("Toggle diff", "toggle_diff", "show changes instead of the whole state"),
             ("Search", "search", "method, sender, arguments"),
@@ -669,5 +754,8 @@ class DebuggerApp(App[None]):
         self._close_session()
 
     def _close_session(self) -> None:
+        logpoints = getattr(self, "logpoints", None)  # the merged view has none
+        if logpoints is not None:
+            logpoints.cancel()
         if self.history is not None:
             self.history.close()

@@ -27,6 +27,7 @@ KEYS: list[tuple[str, str]] = [
     ("x", "clear breakpoints"),
     ("w", "add a watch expression over `state` (a timeline column)"),
     ("W", "where did the newest watch change? (the previous step at which it changed)"),
+    ("l / L", "add a logpoint, a print added to the past (counter.py:17 self.count) / clear them"),
     ("m", "mark the selected step (diff against it with d)"),
     ("d", "toggle the diff view: changes of this step, or against the marked step"),
     ("/ , n / N", "search method, sender and arguments; next / previous match"),

@@ -28,11 +28,15 @@ class EffectsView(Static):
     }
     """
 
+    logpoint_lines: tuple[str, ...] = ()
+    """The logpoint output shown for the step (what prints added there would have printed)."""
+
     def on_mount(self) -> None:
         self.border_title = "effects"
 
-    def show_step(self, step: Step) -> None:
+    def show_step(self, step: Step, logpoints: list[str] | None = None) -> None:
         self.border_title = f"step {step.lsn}: input and effects"
+        self.logpoint_lines = tuple(logpoints or ())
         table = Table.grid(padding=(0, 1))
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
@@ -63,6 +67,8 @@ class EffectsView(Static):
             table.add_row("unhandled", Text(f"{type_name}: {message}", style="red"))
         if not any(fx.values()):
             table.add_row("", Text("no effects", style="italic"))
+        for line in self.logpoint_lines:
+            table.add_row("logpoint", Text(line, style="yellow"))
         self.update(table)
 
     def show_line(self, line: TraceLine, index: int, total: int, step: Step) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Set
+from collections.abc import Callable, Set
 from typing import ClassVar, Protocol
 
 from rich.segment import Segment
@@ -109,6 +109,9 @@ class Timeline(ScrollView, can_focus=True):
         self.history = history
         self.watch_columns: list[str] = []
         self.watch_values: dict[int, list[str]] = {}
+        self.logpoint_columns: list[str] = []
+        """Logpoints shown as columns (after the watches), their cells from ``logpoint_cell``."""
+        self.logpoint_cell: Callable[[int, int], str] = lambda lsn, index: ""
         self.hits: set[int] = set()
         self.only: list[int] | None = None  # a filter's matching LSNs, ascending (None: all)
         self.cursor = history.first_lsn
@@ -144,7 +147,7 @@ class Timeline(ScrollView, can_focus=True):
         return self._row(row, width)
 
     def _header(self, width: int) -> Strip:
-        watches = "".join(f" {w[:14]:<14}" for w in self.watch_columns)
+        watches = "".join(f" {w[:14]:<14}" for w in self.watch_columns + self.logpoint_columns)
         text = f"{'LSN':>9} {'':2}{'time':<12}  {'kind':<6} {'from':<10} {'fx':>2}{watches}  input"
         return Strip([Segment(text[:width].ljust(width), Style(bold=True, underline=True))], width)
 
@@ -160,6 +163,8 @@ class Timeline(ScrollView, can_focus=True):
         watches = "".join(
             f" {(values[i] if values and i < len(values) else '…'):<14}"
             for i in range(len(self.watch_columns))
+        ) + "".join(
+            f" {self.logpoint_cell(row.lsn, i)[:14]:<14}" for i in range(len(self.logpoint_columns))
         )
         sender = row.sender[:10]
         body = (
