@@ -328,6 +328,16 @@ class MergedDebuggerApp(DebuggerApp):
     def action_follow(self) -> None:
         self.notify("following a live log works with one log open", severity="warning")
 
+    def action_add_logpoint(self) -> None:
+        self.notify(
+            "a logpoint runs over one instance's history: open it alone (immortals debug NAME), "
+            "or use immortals replay NAME --logpoint FILE:LINE:EXPR",
+            severity="warning",
+        )
+
+    def action_clear_logpoints(self) -> None:
+        self.action_add_logpoint()
+
     # -- breakpoints, watches, searches --------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="search")
@@ -444,7 +454,11 @@ class MergedDebuggerApp(DebuggerApp):
             ("Call and reply", "call_and_reply", "between a call and the step that got its reply"),
             ("Why", "why", "the previous hop of the causal chain"),
         ]
-        one_log = [a for a in super().palette_actions() if a[1] != "follow"]
+        one_log = [
+            a
+            for a in super().palette_actions()
+            if a[1] not in ("follow", "add_logpoint", "clear_logpoints")
+        ]
         return merged + one_log
 
     def _close_session(self) -> None:

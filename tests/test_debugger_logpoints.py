@@ -70,3 +70,17 @@ def test_snapshot_of_a_logpoint_column_and_its_pane(snap_compare: Any, counter_l
         terminal_size=SIZE,
         run_before=script(("l", SPEC), ("colon", "5")),
     )
+
+
+async def test_the_merged_view_points_to_one_log_for_logpoints(tmp_path: Path) -> None:
+    from debugger._dialogs import Prompt
+    from debugger._merged_app import MergedDebuggerApp
+    from tests.chainlogs import write_chain
+
+    dirs = write_chain(tmp_path / "logs", 2)
+    app = MergedDebuggerApp([dirs[name] for name in ("front", "middle", "back")])
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await keys(pilot, "l")
+        assert not isinstance(app.screen, Prompt)  # a notice pointing to one log, no prompt
+        assert app.is_running

@@ -8,6 +8,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,11 +60,10 @@ def test_a_lapsed_lease_may_be_taken(registry: Registry) -> None:
     assert registry.renew(old, 30) is None
 
 
-def _race(path: Path, holder: str, start: float, out: multiprocessing.Queue[str]) -> None:
+def _race(path: Path, holder: str, ready: Any, out: multiprocessing.Queue[str]) -> None:
     backend = EmbeddedRegistry(path)
     epoch = backend.epoch("a")
-    while time.time() < start:
-        pass
+    ready.wait()  # every racer has read the same epoch: now they race
     won = backend.take_primary("a", holder, expected_epoch=epoch, ttl=30, holder_dead=True)
     out.put(holder if won is not None else "")
     backend.close()
@@ -75,11 +75,11 @@ def test_of_racing_takers_exactly_one_wins(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     for _round in range(5):
         out: multiprocessing.Queue[str] = context.Queue()
-        start = time.time() + 0.3
-        racers = [context.Process(target=_race, args=(path, f"s{i}", start, out)) for i in range(3)]
+        ready = context.Barrier(3)
+        racers = [context.Process(target=_race, args=(path, f"s{i}", ready, out)) for i in range(3)]
         for racer in racers:
             racer.start()
-        winners = [out.get(timeout=20) for _ in racers]
+        winners = [out.get(timeout=60) for _ in racers]
         for racer in racers:
             racer.join(20)
         assert len([w for w in winners if w]) == 1, winners
@@ -126,7 +126,6 @@ def test_a_reservation_names_its_holder_until_it_lapses_or_ends(registry: Regist
     registry.reserve("a", "taker@h", ttl=0.05)
     time.sleep(0.1)
     assert registry.reservation("a") is None  # lapsed
-
 
 
 def test_a_process_stopped_inside_a_registry_write_blocks_no_takeover(tmp_path: Path) -> None:
