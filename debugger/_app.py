@@ -263,11 +263,16 @@ class DebuggerApp(App[None]):
         mark = self.timeline.mark if self.diff_mode else None
         try:
             view = self.history.inspect(lsn, mark=mark)
+            if self.history.cached_row(lsn) is None:
+                # The selected row shows with its panes, whatever the rows workers are doing
+                # (a jump in a long log could leave it unloaded behind one that never reported).
+                self.history.load_rows(lsn)
         except (ImmortalsError, LogError) as exc:
             self.call_from_thread(self._show_failure, lsn, str(exc))
             return
         if not get_current_worker().is_cancelled:
             self.call_from_thread(self._show, lsn, view)
+            self.call_from_thread(self.timeline.refresh)
 
     def _show(self, lsn: int, view: StepView) -> None:
         if lsn != self.timeline.cursor:
