@@ -666,13 +666,17 @@ class DebuggerApp(App[None]):
         lsns = self.history.matching(text)
         self.call_from_thread(self._filter_done, text, lsns)
 
+    def step_count(self) -> int:
+        """How many steps the session shows in all (the merged view counts every log's)."""
+        return self.history.count if self.history else 0
+
     def _filter_done(self, text: str, lsns: list[int]) -> None:
         self.busy = ""
         if not lsns:
             self.notify(f"no step mentions {text!r}", severity="warning")
             self._update_status()
             return
-        total = self.history.count if self.history else 0
+        total = self.step_count()
         self.timeline.border_title = f"timeline: {len(lsns):,} of {total:,} steps match {text!r}"
         self.timeline.set_filter(lsns)
         self._update_status()

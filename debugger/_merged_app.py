@@ -412,16 +412,8 @@ class MergedDebuggerApp(DebuggerApp):
         positions = self.merged.matching(text)
         self.call_from_thread(self._filter_done, text, positions)
 
-    def _filter_done(self, text: str, lsns: list[int]) -> None:
-        self.busy = ""
-        if not lsns:
-            self.notify(f"no step mentions {text!r}", severity="warning")
-            self._update_status()
-            return
-        total = self.merged.count if self.merged else 0
-        self.timeline.border_title = f"timeline: {len(lsns):,} of {total:,} steps match {text!r}"
-        self.timeline.set_filter(lsns)
-        self._update_status()
+    def step_count(self) -> int:
+        return self.merged.count if self.merged else 0
 
     # -- status and help -----------------------------------------------------------------------------
 
